@@ -237,6 +237,21 @@ def _(data):
     return tuple(draw_array(data, s) for s in shapes), lambda a, b: a @ b, np.matmul
 
 
+@case("Linear")
+def _(data):
+    shape = draw_shape(data, max_dims=3)
+    n_out = data.draw(st.integers(1, 5))
+    x, w, b = draw_array(data, shape), draw_array(data, (n_out, shape[-1])), draw_array(data, (n_out,))
+    return (x, w, b), F.linear, lambda x, w, b: x @ w.T + b
+
+
+@case("Linear[no bias]")
+def _(data):
+    shape = draw_shape(data, max_dims=3)
+    x, w = draw_array(data, shape), draw_array(data, (data.draw(st.integers(1, 5)), shape[-1]))
+    return (x, w), F.linear, lambda x, w: x @ w.T
+
+
 def _softmax_np(x, axis):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)

@@ -15,13 +15,12 @@ from .ops import (
     Dropout,
     Embedding,
     LayerNorm,
+    Linear,
     LogSoftmax,
-    MatMul,
     ReLU,
     ScaledDotProductAttention,
     Softmax,
     Stack,
-    Transpose,
 )
 from .tensor import Tensor
 
@@ -72,8 +71,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def linear(x, weight, bias=None):
     """x @ weight^T + bias, weight (out_features, in_features) as in PyTorch."""
-    y = MatMul.apply(x, Transpose.apply(weight, dim0=0, dim1=1))
-    return y if bias is None else y + bias
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
 def embedding(input, weight):

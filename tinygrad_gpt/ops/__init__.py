@@ -5,7 +5,7 @@ The ops are `Function` subclasses, grouped by family:
 * `elementwise.py`: add, sub, mul, div, neg, pow, exp, log, sqrt, tanh, relu, gelu, masked_fill
 * `reduce.py`:      sum, mean, max
 * `shape.py`:       reshape, transpose, permute, indexing, narrow, cat, stack
-* `matmul.py`:      matmul
+* `matmul.py`:      matmul, linear
 * `nn.py`:          softmax, log_softmax, cross_entropy, layer_norm, embedding, dropout,
                     scaled_dot_product_attention
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from .elementwise import Add, Div, Exp, GELU, Log, MaskedFill, Mul, Neg, Pow, ReLU, Sqrt, Sub, Tanh
-from .matmul import MatMul
+from .matmul import Linear, MatMul
 from .nn import (
     CrossEntropy,
     Dropout,
@@ -137,6 +137,6 @@ Tensor.log_softmax = lambda x, dim=-1: LogSoftmax.apply(x, dim=dim)
 __all__ = [
     "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Sqrt", "Tanh", "ReLU", "GELU",
     "MaskedFill", "Sum", "Mean", "Max", "Reshape", "Transpose", "Permute", "Index", "Narrow",
-    "Cat", "Stack", "MatMul", "Softmax", "LogSoftmax", "CrossEntropy", "LayerNorm",
+    "Cat", "Stack", "MatMul", "Linear", "Softmax", "LogSoftmax", "CrossEntropy", "LayerNorm",
     "Embedding", "Dropout", "ScaledDotProductAttention", "as_tensor",
 ]

@@ -55,3 +55,38 @@ class MatMul(Function):
             db = kernels.matmul(np.swapaxes(self.a, -1, -2), grad)  # (..., K, N)
             db = unbroadcast(db, self.b.shape).reshape(self.b_shape)
         return da, db
+
+
+class Linear(Function):
+    """y = x @ weight^T + bias, the fully connected layer as one op.
+
+    x (..., in), weight (out, in) as in PyTorch, bias (out,) or absent. Fusing
+    it saves the transpose node and the broadcast of the bias, and lets the
+    leading dims fold into one: every product is a plain 2-D GEMM.
+    """
+
+    def forward(self, x, weight, *bias):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"linear: input has {x.shape[-1]} features but weight {weight.shape} expects "
+                f"{weight.shape[1]}"
+            )
+        if bias and bias[0].shape != weight.shape[:1]:
+            raise ValueError(f"linear: bias {bias[0].shape} does not match weight {weight.shape}")
+        self.x_shape = x.shape
+        self.x = x.reshape(-1, x.shape[-1])  # (N, in)
+        self.weight, self.has_bias = weight, bool(bias)
+        y = kernels.matmul(self.x, weight.T)  # (N, out)
+        if bias:
+            y += bias[0]
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))  # (..., out)
+
+    def backward(self, grad):
+        # y_no = sum_i x_ni w_oi + b_o  =>
+        #   dx = dy @ w        (N, in)
+        #   dw = dy^T @ x      (out, in)
+        #   db = sum_n dy_n    (out,)
+        dy = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        dx = kernels.matmul(dy, self.weight).reshape(self.x_shape) if self.needs_input_grad[0] else None
+        dw = kernels.matmul(dy.T, self.x) if self.needs_input_grad[1] else None
+        return (dx, dw, dy.sum(axis=0)) if self.has_bias else (dx, dw)

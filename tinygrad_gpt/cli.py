@@ -1,0 +1,160 @@
+"""The `tinygpt` command (also `python -m tinygrad_gpt`).
+
+    tinygpt train                      # a baby GPT on the embedded corpus, ~5 minutes
+    tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
+    tinygpt train --resume --out_dir out-mine
+    tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
+
+Bad input ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import dataclasses
+import signal
+import sys
+
+import numpy as np
+
+from .checkpoint import CheckpointError
+from .tokenizers import CharTokenizer
+from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: `tinygpt: error: ...`."""
+
+    def error(self, message):
+        self.exit(2, f"tinygpt: error: {message} (see {self.prog} --help)\n")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported in one line, exit status 2."""
+
+
+def _bool(text):
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_HELP = {
+    "data": "a UTF-8 text file, or pystdlib (Python's own source, no download), adder or sorter",
+    "out_dir": "where checkpoints, history.csv and loss_curve.png go",
+    "grad_clip": "clip the global gradient norm to this (0: off)",
+    "eval_iters": "batches per loss estimate",
+    "sample_tokens": "tokens of text to print when training ends",
+    "dtype": "float32 or float64",
+}
+
+
+def _add_option(parser, name, **kwargs):
+    """--name and --name-with-dashes both work (nanoGPT spells them with underscores)."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, **kwargs)
+
+
+def build_parser():
+    parser = _ArgumentParser(prog="tinygpt", description="Train and sample a small GPT written from scratch on NumPy.")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
+    commands.required = True
+
+    train_parser = commands.add_parser("train", help="train a GPT (no arguments: a baby GPT on Python's stdlib source)")
+    train_parser.error = parser.error
+    train_parser.add_argument("--config", help="a JSON file of settings; flags override it")
+    train_parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt_last.npz")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        default = getattr(defaults, f.name)
+        kind = _bool if isinstance(default, bool) else type(default)
+        help_text = _HELP.get(f.name, "")
+        _add_option(train_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{help_text} (default: {default})".strip())
+
+    sample_parser = commands.add_parser("sample", help="write text with a trained checkpoint")
+    sample_parser.error = parser.error
+    sample_parser.add_argument("--ckpt", default="out/ckpt_best.npz", help="checkpoint file (default: out/ckpt_best.npz)")
+    sample_parser.add_argument("--prompt", default="", help="text to continue (default: a newline)")
+    for name, kind, default, help_text in [
+        ("max_new_tokens", int, 300, "tokens to generate"),
+        ("temperature", float, 0.8, "0 is greedy; higher is more random"),
+        ("top_k", int, None, "sample only from the k likeliest tokens"),
+        ("top_p", float, None, "sample only from the smallest set with this total probability"),
+        ("seed", int, 1337, "random seed"),
+        ("num_samples", int, 1, "how many samples to write"),
+    ]:
+        sample_parser.add_argument(f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=kind,
+                                   default=default, help=f"{help_text} (default: {default})")
+    sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
+                               help="recompute the whole context each step, as nanoGPT (slower)")
+    return parser
+
+
+def run_train(args):
+    settings = load_config_file(args.config) if args.config else {}
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    config = TrainConfig.from_dict({**settings, **flags}, source=args.config or "flags")
+    result = train(config, resume=args.resume, explicit=tuple(settings) + tuple(flags))
+    model, batches = result["model"], result["batches"]
+    if batches.tokenizer is not None and config.sample_tokens > 0:
+        print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
+        start = np.array([[batches.tokenizer.encode("\n")[0] if "\n" in batches.tokenizer.chars else 0]])
+        out = model.generate(start, config.sample_tokens, temperature=0.8, top_k=None,
+                             generator=np.random.default_rng(config.seed))
+        print(batches.tokenizer.decode(out[0]))
+    elif batches.tokenizer is None:
+        task = batches.task
+        accuracy = task.score(lambda prompts: greedy_answers(model, prompts, task.answer_length))
+        print(f"\nexact-match accuracy on {len(task.problems('test'))} held-out problems: {accuracy:.2%}")
+    print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best val)")
+    return 0
+
+
+def greedy_answers(model, prompts, answer_length):
+    """The model's greedy answer tokens (N, answer_length) for task prompts (N, P)."""
+    return model.generate(prompts, answer_length, temperature=0)[:, prompts.shape[1]:]
+
+
+def run_sample(args):
+    model, metadata, _ = load_model(args.ckpt)
+    if metadata.get("tokenizer"):
+        tokenizer = CharTokenizer.from_dict(metadata["tokenizer"])
+    else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
+        tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+    prompt = args.prompt or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[0])
+    ids = tokenizer.encode(prompt)  # raises a clear ValueError for characters outside the vocab
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+    generator = np.random.default_rng(args.seed)
+    for i in range(args.num_samples):
+        out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, generator=generator, use_cache=args.use_cache)
+        if i:
+            print("-" * 40)
+        print(tokenizer.decode(out[0]))
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run_train(args) if args.command == "train" else run_sample(args)
+    except TrainingInterrupted as stop:
+        print(f"\ntinygpt: {stop}", file=sys.stderr)
+        return 128 + stop.signal_number
+    except TrainingDiverged as error:
+        print(f"\ntinygpt: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ntinygpt: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (UsageError, CheckpointError, ValueError, TypeError, KeyError, OSError, IndexError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"tinygpt: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
