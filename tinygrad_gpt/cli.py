@@ -5,17 +5,30 @@
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
 
-Bad input ends with one line on stderr and exit status 2, never a traceback.
+Exit status:
+
+    0    done.
+    1    training diverged (a NaN or Inf loss): out_dir/ckpt_last.npz still
+         holds the last good state.
+    2    bad input: an invalid flag or setting, or a data file, checkpoint or
+         output directory that cannot be used (also a full disk). One line,
+         `tinygpt: error: ...`, on stderr; never a traceback.
+    130  Ctrl-C (SIGINT) during training; 143 for SIGTERM (128 + the signal
+         number, the shell's convention). The first signal finishes the
+         current step, saves out_dir/ckpt_last.npz and exits with one line on
+         stderr; `tinygpt train --resume --out_dir DIR` continues the run
+         exactly. A second signal stops at once, keeping the checkpoints
+         already written.
 """
 
 import argparse
 import dataclasses
+import math
 import signal
 import sys
 
 import numpy as np
 
-from .checkpoint import CheckpointError
 from .tokenizers import CharTokenizer
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
 
@@ -25,10 +38,6 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"tinygpt: error: {message} (see {self.prog} --help)\n")
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for; reported in one line, exit status 2."""
 
 
 def _bool(text):
@@ -57,12 +66,14 @@ def _add_option(parser, name, **kwargs):
 
 
 def build_parser():
-    parser = _ArgumentParser(prog="tinygpt", description="Train and sample a small GPT written from scratch on NumPy.")
+    # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
+    parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
+                             description="Train and sample a small GPT written from scratch on NumPy.")
     commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
     commands.required = True
 
-    train_parser = commands.add_parser("train", help="train a GPT (no arguments: a baby GPT on Python's stdlib source)")
-    train_parser.error = parser.error
+    train_parser = commands.add_parser("train", allow_abbrev=False,
+                                       help="train a GPT (no arguments: a baby GPT on Python's stdlib source)")
     train_parser.add_argument("--config", help="a JSON file of settings; flags override it")
     train_parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt_last.npz")
     defaults = TrainConfig()
@@ -73,9 +84,9 @@ def build_parser():
         _add_option(train_parser, f.name, type=kind, metavar=f.name.upper(),
                     help=f"{help_text} (default: {default})".strip())
 
-    sample_parser = commands.add_parser("sample", help="write text with a trained checkpoint")
-    sample_parser.error = parser.error
-    sample_parser.add_argument("--ckpt", default="out/ckpt_best.npz", help="checkpoint file (default: out/ckpt_best.npz)")
+    sample_parser = commands.add_parser("sample", allow_abbrev=False, help="write text with a trained checkpoint")
+    sample_parser.add_argument("--ckpt", default="out/ckpt_best.npz",
+                               help="checkpoint file (default: out/ckpt_best.npz)")
     sample_parser.add_argument("--prompt", default="", help="text to continue (default: a newline)")
     for name, kind, default, help_text in [
         ("max_new_tokens", int, 300, "tokens to generate"),
@@ -92,12 +103,21 @@ def build_parser():
     return parser
 
 
-def run_train(args):
-    settings = load_config_file(args.config) if args.config else {}
+def train_config(args):
+    """The TrainConfig the parsed `train` arguments ask for, and the names of the settings given."""
+    settings = {}
+    if args.config:
+        settings = load_config_file(args.config)
+        TrainConfig.from_dict(settings, source=f"config file {args.config}")  # so its errors name the file
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    config = TrainConfig.from_dict({**settings, **flags}, source=args.config or "flags")
-    result = train(config, resume=args.resume, explicit=tuple(settings) + tuple(flags))
-    model, batches = result["model"], result["batches"]
+    config = TrainConfig.from_dict({**settings, **flags})
+    return config, tuple(settings) + tuple(flags)
+
+
+def run_train(args):
+    config, explicit = train_config(args)
+    result = train(config, resume=args.resume, explicit=explicit)
+    config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
         start = np.array([[batches.tokenizer.encode("\n")[0] if "\n" in batches.tokenizer.chars else 0]])
@@ -117,16 +137,34 @@ def greedy_answers(model, prompts, answer_length):
     return model.generate(prompts, answer_length, temperature=0)[:, prompts.shape[1]:]
 
 
+def _check_sample_args(args):
+    """Refuse impossible sampling settings by their flag names, before loading anything."""
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
+    if not 0 <= args.temperature < math.inf:
+        raise ValueError(f"--temperature must be a finite number >= 0 (0 is greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
+
+
 def run_sample(args):
+    _check_sample_args(args)
     model, metadata, _ = load_model(args.ckpt)
     if metadata.get("tokenizer"):
         tokenizer = CharTokenizer.from_dict(metadata["tokenizer"])
     else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
         tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
     prompt = args.prompt or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[0])
-    ids = tokenizer.encode(prompt)  # raises a clear ValueError for characters outside the vocab
-    if args.num_samples < 1:
-        raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as error:
+        raise ValueError(f"the prompt cannot be written in the vocabulary of {args.ckpt}: {error}") from None
     generator = np.random.default_rng(args.seed)
     for i in range(args.num_samples):
         out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -138,21 +176,25 @@ def run_sample(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run the command; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     try:
         return run_train(args) if args.command == "train" else run_sample(args)
     except TrainingInterrupted as stop:
-        print(f"\ntinygpt: {stop}", file=sys.stderr)
+        print(f"tinygpt: {stop}", file=sys.stderr)
         return 128 + stop.signal_number
     except TrainingDiverged as error:
-        print(f"\ntinygpt: error: {error}", file=sys.stderr)
+        print(f"tinygpt: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ntinygpt: interrupted", file=sys.stderr)
+        print("tinygpt: interrupted; the checkpoints already written are intact", file=sys.stderr)
         return 128 + signal.SIGINT
-    except (UsageError, CheckpointError, ValueError, TypeError, KeyError, OSError, IndexError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"tinygpt: error: {message}", file=sys.stderr)
+    except MemoryError as error:
+        print(f"tinygpt: error: out of memory ({error}); try a smaller model, batch_size or block_size",
+              file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
+        print(f"tinygpt: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -8,8 +8,11 @@ optimizer state and both random generators' states, so `resume=True`
 continues bit-for-bit as if the run had never stopped.
 
 Ctrl-C (SIGINT) or SIGTERM saves `ckpt_last.npz` at the end of the current
-step and stops; a NaN or Inf loss stops without overwriting the last good
-checkpoint.
+step and raises `TrainingInterrupted`. A NaN or Inf loss (or parameter) raises
+`TrainingDiverged` without saving, so `ckpt_last.npz` stays the last good
+state. Bad settings, data or checkpoints raise a ValueError (a CheckpointError
+for checkpoints) or an OSError with one sentence naming what is wrong, before
+anything is written.
 """
 
 import csv
@@ -21,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -89,21 +92,28 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a file path or one of pystdlib, adder, sorter, got {self.data!r}")
+        if not isinstance(self.out_dir, str) or not self.out_dir:
+            raise ValueError(f"out_dir must be a directory path, got {self.out_dir!r}")
         self.model_config()  # validates n_embd % n_head, dropout, bias
 
     def model_config(self, vocab_size=1):
         return GPTConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
     @classmethod
-    def from_dict(cls, d, source="config"):
-        """Build from a dict, naming any unknown key (with the closest known one)."""
+    def from_dict(cls, d, source=None):
+        """Build from a dict. An unknown key is named, with the closest known one;
+        errors start with `source`, where `d` came from, when it is given."""
+        prefix = f"{source}: " if source else ""
         known = [f.name for f in fields(cls)]
         for key in d:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"{source}: unknown key {key!r}{hint}")
-        return cls(**d)
+                raise ValueError(f"{prefix}unknown key {key!r}{hint}")
+        try:
+            return cls(**d)
+        except ValueError as error:
+            raise ValueError(f"{prefix}{error}") from None
 
 
 def _check_int(name, value, minimum):
@@ -118,6 +128,8 @@ def load_config_file(path):
             d = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
+    except OSError as error:  # a directory, no permission
+        raise OSError(f"config file {path} cannot be read ({error.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"config file {path} is not valid JSON: {error}") from None
     if not isinstance(d, dict):
@@ -144,8 +156,8 @@ class Batches:
                 data_vocab = "".join(sorted(set(text)))
                 if data_vocab != tokenizer.chars:
                     raise ValueError(
-                        f"the data's vocabulary ({len(data_vocab)} characters) does not match the "
-                        f"checkpoint's ({tokenizer.vocab_size} characters); resume on the data it was trained on"
+                        f"the characters of {config.data} ({len(data_vocab)} distinct) are not the vocabulary "
+                        f"of the checkpoint ({tokenizer.vocab_size} characters); resume on the text it was trained on"
                     )
             self.dataset = TextDataset(text, tokenizer)
             self.tokenizer = self.dataset.tokenizer
@@ -190,11 +202,22 @@ class Progress:
         self.stream.flush()
 
     def line(self, text):
-        if self._live_line:
-            self.stream.write("\n")
-            self._live_line = False
+        self.finish()
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def finish(self):
+        """End a live line, so whatever is printed next starts on a line of its own."""
+        if self._live_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._live_line = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.finish()
 
 
 def _format_seconds(seconds):
@@ -214,7 +237,7 @@ class TrainingInterrupted(Exception):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint was kept."""
+    """The loss or a parameter became NaN or Inf; the last good checkpoint was kept."""
 
 
 class _StopSignals:
@@ -271,67 +294,108 @@ def load_model(path):
         config = GPTConfig.from_dict(metadata["model_config"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} has no valid model config ({error})") from None
-    model = GPT(config)
     weights = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    dtype = next(iter(weights.values())).dtype if weights else np.dtype(np.float32)
+    if dtype not in (np.float32, np.float64):
+        raise CheckpointError(f"checkpoint {path} holds {dtype} weights, expected float32 or float64")
+    # Convert the model first: loading float64 weights into float32 parameters would round them.
+    model = GPT(config).to(dtype)
     try:
         model.load_state_dict(weights)
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} does not match its model config: {error}") from None
-    dtype = next(iter(weights.values())).dtype if weights else np.float32
-    model.to(dtype)
     return model, metadata, arrays
 
 
-def _check_resume_config(config, saved, explicit):
-    """A model or data setting given on the command line must match the checkpoint's."""
-    for name in MODEL_FIELDS + ("data",):
-        if name in explicit and saved.get(name) != getattr(config, name):
+# What `train` writes in a checkpoint's metadata besides the model config, and needs to resume.
+_TRAINING_STATE = ("train_config", "tokenizer", "iter_num", "best_val_loss", "rng_state", "data_rng_state", "history")
+
+
+def _load_training_state(path):
+    """(metadata, arrays, tokenizer or None) of the checkpoint a run resumes from."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"cannot resume: there is no checkpoint at {path}")
+    _, metadata, arrays = load_model(path)  # checks the format, the checksum and the weights' shapes
+    missing = [key for key in _TRAINING_STATE if key not in metadata]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} cannot be resumed: it lacks the training state {missing}")
+    if not isinstance(metadata["train_config"], dict) or type(metadata["iter_num"]) is not int:
+        raise CheckpointError(f"checkpoint {path} cannot be resumed: its train_config or iter_num is damaged")
+    tokenizer = None
+    if metadata["tokenizer"] is not None:
+        try:
+            tokenizer = CharTokenizer.from_dict(metadata["tokenizer"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path} has an invalid tokenizer ({error})") from None
+    return metadata, arrays, tokenizer
+
+
+def _check_resume(path, metadata, config, model_config):
+    """The model being resumed must be the checkpoint's, and not already past max_iters."""
+    saved_model = metadata["model_config"]
+    for name, value in model_config.to_dict().items():
+        if saved_model.get(name) != value:
             raise ValueError(
-                f"cannot resume: {name} is {getattr(config, name)!r} but the checkpoint was trained "
-                f"with {saved.get(name)!r}"
+                f"cannot resume: {name} is {value!r} but checkpoint {path} was trained with {saved_model.get(name)!r}"
             )
+    if metadata["iter_num"] > config.max_iters:
+        raise ValueError(
+            f"cannot resume: checkpoint {path} is at iteration {metadata['iter_num']}, past max_iters "
+            f"{config.max_iters}; give a larger --max_iters"
+        )
 
 
 def train(config, resume=False, progress=None, explicit=()):
-    """Run training; returns a dict with the final losses and paths.
+    """Run training; returns a dict with the model, the final losses and paths.
 
-    `explicit` names the config fields the user set; on resume those must
-    agree with the checkpoint's, the rest are taken from it.
+    With `resume`, continue from `config.out_dir`/ckpt_last.npz: settings
+    come from the checkpoint, except those named in `explicit` (the ones the
+    user set), which override it; a model or data setting must agree with it.
+    Everything is checked before the output directory is touched.
+
+    Raises ValueError (CheckpointError for a bad checkpoint), OSError
+    (CheckpointWriteError when a checkpoint cannot be written; the previous
+    one is then intact), TrainingDiverged, or TrainingInterrupted.
     """
     progress = progress or Progress()
     last_path, best_path = _checkpoint_paths(config.out_dir)
-    saved_meta, saved_arrays = None, None
+    saved_meta, saved_arrays, tokenizer = None, None, None
     if resume:
-        if not os.path.exists(last_path):
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {last_path}")
-        _, saved_meta, saved_arrays = load_model(last_path)
-        saved_config = saved_meta.get("train_config", {})
-        _check_resume_config(config, saved_config, explicit)
+        saved_meta, saved_arrays, tokenizer = _load_training_state(last_path)
         config = TrainConfig.from_dict(
-            {**saved_config, **{k: getattr(config, k) for k in explicit}, "out_dir": config.out_dir},
-            source="checkpoint",
+            {**saved_meta["train_config"], **{k: getattr(config, k) for k in explicit}, "out_dir": config.out_dir},
+            source=f"checkpoint {last_path}",
         )
+        saved_data = saved_meta["train_config"].get("data")
+        if config.data != saved_data:
+            raise ValueError(
+                f"cannot resume: data is {config.data!r} but checkpoint {last_path} was trained on {saved_data!r}"
+            )
 
-    _prepare_out_dir(config.out_dir)
-    rng.manual_seed(config.seed)
-    tokenizer = None
-    if saved_meta and saved_meta.get("tokenizer"):
-        tokenizer = CharTokenizer.from_dict(saved_meta["tokenizer"])
     batches = Batches(config, tokenizer)
     model_config = config.model_config(batches.vocab_size)
     if batches.block_size > model_config.block_size:
         model_config = dataclasses.replace(model_config, block_size=batches.block_size)
+    if saved_meta:
+        _check_resume(last_path, saved_meta, config, model_config)
+    _prepare_out_dir(config.out_dir)
+    rng.manual_seed(config.seed)
     model = GPT(model_config).to(np.dtype(config.dtype))
     optimizer = configure_optimizer(model, config.learning_rate, (config.beta1, config.beta2), config.weight_decay)
     data_rng = np.random.default_rng(config.seed)
     iter_num, best_val_loss, history = 0, float("inf"), []
     if saved_meta:
-        model.load_state_dict({k[6:]: v for k, v in saved_arrays.items() if k.startswith("model/")})
-        optimizer.load_state_dict({k[6:]: v for k, v in saved_arrays.items() if k.startswith("optim/")})
-        iter_num, best_val_loss = saved_meta["iter_num"], saved_meta["best_val_loss"]
-        history = saved_meta.get("history", [])
-        rng.set_rng_state(saved_meta["rng_state"])
-        data_rng.bit_generator.state = saved_meta["data_rng_state"]
+        try:
+            model.load_state_dict({k[6:]: v for k, v in saved_arrays.items() if k.startswith("model/")})
+            optimizer.load_state_dict({k[6:]: v for k, v in saved_arrays.items() if k.startswith("optim/")})
+            rng.set_rng_state(saved_meta["rng_state"])
+            data_rng.bit_generator.state = saved_meta["data_rng_state"]
+            iter_num, best_val_loss = saved_meta["iter_num"], float(saved_meta["best_val_loss"])
+            history = list(saved_meta["history"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint {last_path} cannot be resumed, its training state is damaged ({error})"
+            ) from None
         progress.line(f"resuming from {last_path} at iteration {iter_num}")
 
     progress.line(
@@ -340,40 +404,63 @@ def train(config, resume=False, progress=None, explicit=()):
         f"| {config.max_iters} iters of {config.batch_size}x{batches.block_size} tokens"
     )
 
+    saved_iter = iter_num if saved_meta else None  # the iteration ckpt_last.npz holds
+
+    def diverged(what):
+        write_history(config.out_dir, history)  # keep the record of how it went wrong
+        raise TrainingDiverged(
+            f"{what} at iteration {iter_num}; training stopped and {last_path} still holds the last good "
+            f"state, from iteration {saved_iter} (try a lower --learning_rate)"
+        )
+
     def save(path):
+        nonlocal saved_iter
+        for name, p in model.named_parameters():
+            if not np.isfinite(p.data).all():
+                diverged(f"parameter {name} became NaN or Inf")
         save_training_state(path, model, optimizer, config, batches, iter_num, best_val_loss, history, data_rng)
+        if path == last_path:
+            saved_iter = iter_num
 
     tokens_per_iter = config.batch_size * batches.block_size
-    last_losses = {}
     step_times = []
-    with _StopSignals() as stop:
+    # A resumed run has already evaluated (and saved) the iteration it starts from.
+    last_eval = max((row["iter"] for row in history if row.get("eval")), default=None)
+    # NumPy's overflow warnings are silenced: a diverging run is reported once, clearly, by diverged().
+    # Leaving `progress` ends its live line, however the loop ends.
+    with _StopSignals() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"), progress:
         while True:
-            if iter_num % config.eval_interval == 0 or iter_num == config.max_iters:
-                last_losses = estimate_loss(model, batches, config.eval_iters, seed=config.seed + iter_num)
-                improved = last_losses[batches.eval_split] < best_val_loss
+            due = iter_num % config.eval_interval == 0 or iter_num == config.max_iters
+            if due and iter_num != last_eval:
+                losses = estimate_loss(model, batches, config.eval_iters, seed=config.seed + iter_num)
+                last_eval = iter_num
+                history.append({"iter": iter_num, "eval": True, **losses})
+                for split, value in losses.items():
+                    if not math.isfinite(value):
+                        diverged(f"the {split} loss estimate became {value}")
+                improved = losses[batches.eval_split] < best_val_loss
                 if improved:
-                    best_val_loss = last_losses[batches.eval_split]
-                history.append({"iter": iter_num, "eval": True, **last_losses})
+                    best_val_loss = losses[batches.eval_split]
                 progress.line(
-                    f"step {iter_num}: train loss {last_losses['train']:.4f}, "
-                    f"{batches.eval_split} loss {last_losses[batches.eval_split]:.4f}"
+                    f"step {iter_num}: train loss {losses['train']:.4f}, "
+                    f"{batches.eval_split} loss {losses[batches.eval_split]:.4f}"
                     + (" (best so far)" if improved else "")
                 )
                 save(last_path)
                 if improved:
                     save(best_path)
                 write_history(config.out_dir, history)
-            if iter_num >= config.max_iters:
-                break
             if stop.received is not None:
                 save(last_path)
                 write_history(config.out_dir, history)
                 name = signal.Signals(stop.received).name
                 raise TrainingInterrupted(
-                    f"{name} received: saved {last_path} at iteration {iter_num}; "
-                    f"continue with --resume --out_dir {config.out_dir}",
+                    f"{name} received, so training stopped at iteration {iter_num} after saving {last_path} "
+                    f"(continue with: tinygpt train --resume --out_dir {config.out_dir})",
                     stop.received,
                 )
+            if iter_num >= config.max_iters:
+                break
 
             lr = cosine_lr(iter_num, config.learning_rate, config.min_lr, config.warmup_iters,
                            config.lr_decay_iters) if config.decay_lr else config.learning_rate
@@ -383,11 +470,9 @@ def train(config, resume=False, progress=None, explicit=()):
             model.train()
             _, loss = model(x, y)
             loss_value = loss.item()
+            history.append({"iter": iter_num, "loss": loss_value, "lr": lr})
             if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss became {loss_value} at iteration {iter_num}; stopped without saving, "
-                    f"the last good checkpoint is {last_path} (try a lower --learning_rate)"
-                )
+                diverged(f"the loss became {loss_value}")
             optimizer.zero_grad()
             loss.backward()
             if config.grad_clip > 0:
@@ -395,7 +480,6 @@ def train(config, resume=False, progress=None, explicit=()):
             optimizer.step()
             dt = time.perf_counter() - t0
             step_times.append(dt)
-            history.append({"iter": iter_num, "loss": loss_value, "lr": lr})
             iter_num += 1
             if iter_num % config.log_interval == 0 or iter_num == config.max_iters:
                 recent = float(np.median(step_times[-config.log_interval:]))
@@ -406,11 +490,13 @@ def train(config, resume=False, progress=None, explicit=()):
                 )
 
     plot_history(config.out_dir, history)
+    final = next(row for row in reversed(history) if row.get("eval"))  # iteration max_iters is always evaluated
     result = {
+        "config": config,
         "model": model,
         "batches": batches,
         "iter_num": iter_num,
-        "losses": last_losses,
+        "losses": {split: final[split] for split in batches.splits},
         "best_val_loss": best_val_loss,
         "ckpt_last": last_path,
         "ckpt_best": best_path,
@@ -423,9 +509,9 @@ def _prepare_out_dir(out_dir):
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
-        raise OSError(f"cannot create output directory {out_dir}: {error.strerror}") from None
+        raise OSError(f"cannot create the output directory {out_dir} ({error.strerror})") from None
     if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"output directory {out_dir} is not writable")
+        raise PermissionError(f"the output directory {out_dir} is not writable")
 
 
 def estimate_loss(model, batches, eval_iters, seed):

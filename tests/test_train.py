@@ -1,0 +1,253 @@
+"""Tests for tinygrad_gpt.train: settings are checked, a run leaves the files it
+promises, a resumed run retraces the uninterrupted one bit for bit, and a
+diverging run keeps its last good checkpoint.
+
+The runs are tiny (one layer, 16 channels, a few iterations) so the file stays
+fast; what they check does not depend on the model's size. The `tinygpt`
+command's side (exit statuses, one-line messages, signals) is in test_cli.py.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from tinygrad_gpt.checkpoint import load_checkpoint
+from tinygrad_gpt.train import (
+    Progress,
+    TrainConfig,
+    TrainingDiverged,
+    load_config_file,
+    load_model,
+    train,
+)
+
+TINY = dict(n_layer=1, n_embd=16, n_head=2, block_size=8, batch_size=4, eval_iters=1, sample_tokens=0,
+            log_interval=100)
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 20  # 900 characters, 29 distinct
+
+
+def tiny_config(tmp_path, **overrides):
+    """A tiny run on TEXT, its output in tmp_path/out."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "input.txt"
+    if not data.exists():
+        data.write_text(TEXT, encoding="utf-8")
+    settings = {**TINY, "data": str(data), "out_dir": str(tmp_path / "out"), **overrides}
+    return TrainConfig(**settings)
+
+
+def quiet():
+    return Progress(io.StringIO())
+
+
+def read_history(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- settings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"n_embd": 30, "n_head": 4}, r"n_embd \(30\) must be divisible by n_head \(4\)"),
+        ({"n_layer": 0}, "n_layer must be an integer >= 1, got 0"),
+        ({"n_head": -2}, "n_head must be an integer >= 1, got -2"),
+        ({"block_size": 0}, "block_size must be an integer >= 1"),
+        ({"batch_size": -1}, "batch_size must be an integer >= 1"),
+        ({"n_layer": 2.0}, r"n_layer must be an integer >= 1, got 2\.0"),
+        ({"n_layer": True}, "n_layer must be an integer >= 1, got True"),
+        ({"max_iters": -1}, "max_iters must be an integer >= 0"),
+        ({"eval_iters": 0}, "eval_iters must be an integer >= 1, got 0"),
+        ({"learning_rate": -1e-3}, "learning_rate must be a finite number >= 0, got -0.001"),
+        ({"learning_rate": math.nan}, "learning_rate must be a finite number >= 0, got nan"),
+        ({"learning_rate": math.inf}, "learning_rate must be a finite number >= 0, got inf"),
+        ({"learning_rate": "1e-3"}, "learning_rate must be a finite number >= 0, got '1e-3'"),
+        ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
+        ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\), got -0.1"),
+        ({"beta2": 1.0}, r"beta2 must be in \[0, 1\), got 1.0"),
+        ({"bias": "yes"}, "bias must be true or false, got 'yes'"),
+        ({"dtype": "float16"}, "dtype must be 'float32' or 'float64', got 'float16'"),
+        ({"data": ""}, "data must be a file path or one of pystdlib, adder, sorter"),
+        ({"out_dir": ""}, "out_dir must be a directory path, got ''"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_sentence_naming_the_setting(settings, message):
+    with pytest.raises(ValueError, match=message) as info:
+        TrainConfig(**settings)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_setting_is_named_with_the_closest_known_one():
+    with pytest.raises(ValueError, match="my.json: unknown key 'n_embed'; did you mean 'n_embd'") as info:
+        TrainConfig.from_dict({"n_layer": 2, "n_embed": 64}, source="my.json")
+    assert "\n" not in str(info.value)
+
+
+def test_a_config_file_is_read_as_a_json_object(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"n_layer": 2, "learning_rate": 3e-4}))
+    assert load_config_file(path) == {"n_layer": 2, "learning_rate": 3e-4}
+
+
+@pytest.mark.parametrize(
+    "content, error, message",
+    [
+        (None, FileNotFoundError, "config file .* does not exist"),
+        ("directory", OSError, r"config file .* cannot be read \(Is a directory\)"),
+        ("{n_layer: 2}", ValueError, "config file .* is not valid JSON"),
+        (b"\xff\xfe{}", ValueError, "config file .* is not valid JSON"),
+        ("[1, 2]", ValueError, "config file .* must hold a JSON object of settings"),
+    ],
+    ids=["missing", "directory", "not-json", "not-utf8", "not-an-object"],
+)
+def test_a_bad_config_file_is_named(tmp_path, content, error, message):
+    path = tmp_path / "config.json"
+    if content == "directory":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(error, match=message):
+        load_config_file(path)
+
+
+# ---- a run ---------------------------------------------------------------------
+
+
+def test_a_run_writes_its_checkpoints_and_history(tmp_path):
+    config = tiny_config(tmp_path, max_iters=6, eval_interval=3)
+    result = train(config, progress=quiet())
+    out = tmp_path / "out"
+
+    arrays, metadata = load_checkpoint(out / "ckpt_last.npz")
+    assert metadata["iter_num"] == 6 == result["iter_num"]
+    assert metadata["train_config"] == dataclasses.asdict(config)
+    # The checkpoint holds exactly the trained weights.
+    for name, value in result["model"].state_dict().items():
+        assert np.array_equal(arrays[f"model/{name}"], value), name
+
+    rows = read_history(out / "history.csv")
+    steps = [row for row in rows if row["loss"]]
+    evals = [row for row in rows if row["val"]]
+    assert [int(row["iter"]) for row in steps] == [0, 1, 2, 3, 4, 5]
+    assert [int(row["iter"]) for row in evals] == [0, 3, 6]
+    # The best checkpoint is the evaluation with the lowest val loss.
+    best = min(evals, key=lambda row: float(row["val"]))
+    _, best_metadata = load_checkpoint(out / "ckpt_best.npz")
+    assert best_metadata["iter_num"] == int(best["iter"])
+    assert best_metadata["best_val_loss"] == float(best["val"]) == result["best_val_loss"]
+
+
+def test_bad_data_fails_before_the_output_directory_is_created(tmp_path):
+    (tmp_path / "short.txt").write_text("abc")
+    config = tiny_config(tmp_path, data=str(tmp_path / "short.txt"))
+    with pytest.raises(ValueError, match=r"has \d tokens, fewer than block_size \+ 1 = 9"):
+        train(config, progress=quiet())
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_float64_checkpoint_loads_without_rounding(tmp_path):
+    # load_model must not pass the weights through float32 parameters on the way.
+    result = train(tiny_config(tmp_path, max_iters=1, dtype="float64"), progress=quiet())
+    model, _, _ = load_model(tmp_path / "out" / "ckpt_last.npz")
+    for name, value in result["model"].state_dict().items():
+        loaded = model.state_dict()[name]
+        assert loaded.dtype == np.float64 and np.array_equal(loaded, value), name
+
+
+# ---- resume --------------------------------------------------------------------
+
+
+def test_a_resumed_run_retraces_the_uninterrupted_one_bit_for_bit(tmp_path):
+    # Dropout draws from the library generator and the batches from the data
+    # generator, so both states must come back from the checkpoint; the
+    # schedule's warmup and decay make the learning rate depend on the
+    # iteration. The first run stops at max_iters=3 and the resume raises
+    # max_iters: the schedule follows lr_decay_iters, so that changes nothing.
+    settings = dict(max_iters=8, eval_interval=3, dropout=0.1, warmup_iters=2, lr_decay_iters=8)
+    whole = train(tiny_config(tmp_path / "whole", **settings), progress=quiet())
+
+    train(tiny_config(tmp_path / "parts", **{**settings, "max_iters": 3}), progress=quiet())
+    resumed = train(tiny_config(tmp_path / "parts", max_iters=8), resume=True, explicit=("max_iters",),
+                    progress=quiet())
+
+    # history.csv holds repr() of each float, so equal text is equal bits: the
+    # same losses, learning rates and loss estimates, and iteration 3, where the
+    # first run ended, evaluated once.
+    history = (tmp_path / "parts" / "out" / "history.csv").read_text()
+    assert history == (tmp_path / "whole" / "out" / "history.csv").read_text()
+    rows = read_history(tmp_path / "whole" / "out" / "history.csv")
+    assert [row["iter"] for row in rows if row["val"]] == ["0", "3", "6", "8"]
+    assert len([row for row in rows if row["loss"]]) == 8
+    for name, value in whole["model"].state_dict().items():
+        assert np.array_equal(resumed["model"].state_dict()[name], value), name
+    assert resumed["config"].dropout == 0.1  # the settings not given came from the checkpoint
+
+
+def test_resuming_a_finished_run_reports_its_final_losses_without_training(tmp_path):
+    first = train(tiny_config(tmp_path, max_iters=4), progress=quiet())
+    again = train(tiny_config(tmp_path), resume=True, progress=quiet())
+    assert again["iter_num"] == 4 and again["median_step_ms"] is None  # no step taken
+    assert again["losses"] == first["losses"] and set(first["losses"]) == {"train", "val"}
+
+
+def test_resuming_past_the_checkpoint_is_refused(tmp_path):
+    train(tiny_config(tmp_path, max_iters=4), progress=quiet())
+    with pytest.raises(ValueError, match="checkpoint .* is at iteration 4, past max_iters 2"):
+        train(tiny_config(tmp_path, max_iters=2), resume=True, explicit=("max_iters",), progress=quiet())
+
+
+# ---- divergence ----------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_naming_the_iteration_and_keeps_the_last_good_checkpoint(tmp_path):
+    # A learning rate of 1e30 makes every float32 weight about 1e30 after one
+    # step, and products of such weights overflow: the loss becomes Inf or NaN.
+    # eval_interval=1 saves a checkpoint every iteration, so the test sees that
+    # the state of the bad iteration is the one not written.
+    config = tiny_config(tmp_path, max_iters=20, eval_interval=1, learning_rate=1e30, warmup_iters=0)
+    with pytest.raises(TrainingDiverged) as info:
+        train(config, progress=quiet())
+    message = str(info.value)
+    match = re.fullmatch(r".* became (nan|inf|-inf|NaN or Inf) at iteration (\d+); training stopped and "
+                         r"\S+ckpt_last\.npz still holds the last good state, from iteration (\d+) "
+                         r"\(try a lower --learning_rate\)", message)
+    assert match, message
+    bad, kept = int(match.group(2)), int(match.group(3))
+    assert kept < bad
+
+    arrays, metadata = load_checkpoint(tmp_path / "out" / "ckpt_last.npz")
+    assert metadata["iter_num"] == kept
+    assert all(np.isfinite(value).all() for value in arrays.values())
+    # history.csv records how it went wrong, up to the bad iteration.
+    last = read_history(tmp_path / "out" / "history.csv")[-1]
+    assert int(last["iter"]) == bad
+    assert not all(math.isfinite(float(last[key])) for key in ("loss", "train", "val") if last[key])
+
+
+# ---- progress ------------------------------------------------------------------
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_live_progress_line_is_ended_before_anything_else_is_printed():
+    terminal = FakeTerminal()
+    progress = Progress(terminal)
+    progress.step("iter 1/10")
+    progress.step("iter 2/10")
+    progress.finish()
+    progress.finish()  # a second finish adds nothing
+    progress.line("done")
+    assert terminal.getvalue() == "\r" + "iter 1/10".ljust(100) + "\r" + "iter 2/10".ljust(100) + "\ndone\n"
