@@ -116,12 +116,12 @@ def twin_of(model, dtype=torch.float32):
     return twin
 
 
-def configure_torch_optimizer(twin, lr, betas, weight_decay):
+def configure_torch_optimizer(twin, lr, betas, weight_decay, eps=1e-8):
     """nanoGPT's AdamW grouping: decay only parameters with 2 or more dims."""
     params = [p for p in twin.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 

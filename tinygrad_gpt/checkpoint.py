@@ -6,7 +6,7 @@ by ``np.load``). Beside the arrays it holds one extra entry, ``__metadata__``: a
 
     {"format": "tinygrad_gpt-checkpoint",   # what kind of file this is
      "version": 1,                          # which layout of that kind
-     "sha256": "9f86d08...",                # over every array's name, dtype, shape, bytes
+     "sha256": "9f86d08...",                # over the metadata and every array
      "metadata": {...}}                     # the caller's own JSON, returned as given
 
 This module knows nothing about models: it stores a flat ``dict[str, ndarray]``
@@ -141,7 +141,7 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], metadata: dict) -> None
     envelope = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "sha256": _arrays_sha256(arrays),
+        "sha256": _checksum(arrays, metadata),
         "metadata": metadata,
     }
     envelope_bytes = _encode_envelope(envelope)  # (N,) uint8
@@ -330,10 +330,10 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(
             f"checkpoint {path!r} is truncated or corrupted ({type(exc).__name__}: {exc})"
         ) from exc
-    if _arrays_sha256(arrays) != envelope["sha256"]:
+    if _checksum(arrays, envelope["metadata"]) != envelope["sha256"]:
         raise CheckpointError(
             f"checkpoint {path!r} is corrupted: checksum mismatch "
-            "(its arrays are not the ones that were saved)"
+            "(its arrays or metadata are not the ones that were saved)"
         )
     return arrays, envelope["metadata"]
 
@@ -470,15 +470,24 @@ def _read_member(path: str, npz, name: str, info: zipfile.ZipInfo) -> np.ndarray
 # ----------------------------------------------------------------------- checksum
 
 
-def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over every array's name, dtype, shape and bytes, in sorted name order.
+def _checksum(arrays: dict[str, np.ndarray], metadata: dict) -> str:
+    """SHA-256 over the metadata, then every array's name, dtype, shape and bytes.
 
-    Sorted, so the checksum does not depend on dict order. Each array adds a
+    The metadata is hashed as canonical JSON (sorted keys), which reads back to
+    the same text after a save/load round trip, so tampering with the config,
+    tokenizer or random states is caught just like tampering with the weights.
+    Arrays go in sorted name order, so the checksum does not depend on dict order. Each array adds a
     JSON header ``[name, dtype, shape]`` (self-delimiting) and then its bytes in
     C order; the header fixes how many bytes follow, so no two different dicts
     feed the hash the same stream. The dtype string includes the byte order.
     """
+    try:
+        # One JSON round trip first turns non-string keys into strings, as loading will.
+        as_loaded = json.loads(json.dumps(metadata, ensure_ascii=False))
+    except (TypeError, ValueError) as exc:  # an unsupported type; a circular reference
+        raise type(exc)(f"metadata must be JSON-serializable ({exc})") from exc
     digest = hashlib.sha256()
+    digest.update(json.dumps(as_loaded, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     for name in sorted(arrays):
         array = arrays[name]
         header = json.dumps([name, array.dtype.str, list(array.shape)])

@@ -46,7 +46,10 @@ def load_text(path):
         raise FileNotFoundError(f"text file {str(path)!r} does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"text file {str(path)!r} is a directory, expected a UTF-8 text file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise OSError(f"text file {str(path)!r} cannot be read ({err.strerror})") from None
     # A NUL byte never occurs in real text but is everywhere in binary formats; checking
     # for it catches binaries that happen to be valid UTF-8 (e.g. mostly-zero files).
     if b"\x00" in raw:

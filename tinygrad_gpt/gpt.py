@@ -249,10 +249,10 @@ class GPT(Module):
 def _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p):
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"generate: idx must have shape (B, T) with T >= 1, got {idx.shape}")
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not temperature >= 0:
-        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    if not 0 <= temperature < math.inf:
+        raise ValueError(f"generate: temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -268,7 +268,8 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     logits = logits.astype(np.float64)  # (B, V)
     if temperature == 0:
         return logits.argmax(axis=-1).astype(np.int64)  # greedy
-    logits = logits / temperature
+    with np.errstate(over="ignore"):  # a tiny temperature sends non-maximal logits to -inf: right
+        logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = np.partition(logits, -top_k, axis=-1)[:, -top_k, None]  # (B, 1) the k-th largest
         logits = np.where(logits < kth, -np.inf, logits)

@@ -101,8 +101,8 @@ class Module:
     def load_state_dict(self, state_dict):
         """Copy arrays into the parameters; every key must match by name and shape.
 
-        Raises KeyError naming missing or unexpected keys, and ValueError for a
-        shape mismatch, before changing anything.
+        Raises ValueError naming missing or unexpected keys or a shape
+        mismatch, before changing anything.
         """
         own = dict(self._named_tensors())
         missing = [k for k in own if k not in state_dict]
@@ -113,7 +113,7 @@ class Module:
                 parts.append(f"missing keys {missing}")
             if unexpected:
                 parts.append(f"unexpected keys {unexpected}")
-            raise KeyError(f"load_state_dict: {' and '.join(parts)}")
+            raise ValueError(f"load_state_dict: {' and '.join(parts)}")
         for name, p in own.items():
             shape = np.shape(state_dict[name])
             if shape != p.shape:
