@@ -28,13 +28,14 @@ ADDER_GPT = dict(
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", default="out-adder")
+    parser.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out_dir")
     parser.add_argument("--max_iters", type=int, default=ADDER_GPT["max_iters"])
     args = parser.parse_args()
 
     config = TrainConfig(**{**ADDER_GPT, "max_iters": args.max_iters, "lr_decay_iters": args.max_iters},
                          data="adder", out_dir=args.out_dir)
     start = time.perf_counter()
-    result = train(config)
+    result = train(config, overwrite=args.overwrite)
     model, task = result["model"], result["batches"].task
 
     def greedy_answers(prompts):  # (N, 4) digits of a and b -> (N, 3) answer digits
@@ -47,4 +48,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, TypeError, OSError) as error:  # bad input: one line, no traceback
+        sys.exit(f"error: {error}")

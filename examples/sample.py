@@ -41,4 +41,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, TypeError, OSError) as error:  # bad input: one line, no traceback
+        sys.exit(f"error: {error}")

@@ -31,13 +31,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="path to tinyshakespeare.txt (1,115,394 characters)")
     parser.add_argument("--out_dir", default="out-shakespeare-char")
+    parser.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out_dir")
     parser.add_argument("--max_iters", type=int, default=BABY_GPT["max_iters"], help="(for a quick try)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
     config = TrainConfig(**{**BABY_GPT, "max_iters": args.max_iters}, data=args.data, out_dir=args.out_dir)
     start = time.perf_counter()
-    result = train(config, resume=args.resume, explicit=("data", "out_dir", "max_iters"))
+    result = train(config, resume=args.resume, explicit=("data", "out_dir", "max_iters"), overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
     val = result["losses"].get("val")
     print(f"\nval loss {val:.4f} at iteration {result['iter_num']}, wall time {elapsed:.0f} s "
@@ -50,4 +51,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, TypeError, OSError) as error:  # bad input: one line, no traceback
+        sys.exit(f"error: {error}")

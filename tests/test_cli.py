@@ -200,7 +200,7 @@ class ConfigAccepted(BaseException):
     A BaseException, so that main() lets it through like a real success."""
 
 
-def accept(config, resume, explicit):
+def accept(config, resume, explicit, overwrite=False):
     raise ConfigAccepted(config)
 
 

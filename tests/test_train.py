@@ -251,3 +251,14 @@ def test_a_live_progress_line_is_ended_before_anything_else_is_printed():
     progress.finish()  # a second finish adds nothing
     progress.line("done")
     assert terminal.getvalue() == "\r" + "iter 1/10".ljust(100) + "\r" + "iter 2/10".ljust(100) + "\ndone\n"
+
+
+def test_a_fresh_run_refuses_to_replace_existing_checkpoints(tmp_path):
+    train(tiny_config(tmp_path, max_iters=2, eval_interval=2), progress=quiet())
+    last = tmp_path / "out" / "ckpt_last.npz"
+    before = last.read_bytes()
+    with pytest.raises(FileExistsError, match=r"ckpt_last\.npz already exists; continue that run with --resume"):
+        train(tiny_config(tmp_path, max_iters=4, eval_interval=2, seed=7), progress=quiet())
+    assert last.read_bytes() == before
+    result = train(tiny_config(tmp_path, max_iters=4, eval_interval=2, seed=7), progress=quiet(), overwrite=True)
+    assert result["iter_num"] == 4 and last.read_bytes() != before

@@ -76,6 +76,8 @@ def build_parser():
                                        help="train a GPT (no arguments: a baby GPT on Python's stdlib source)")
     train_parser.add_argument("--config", help="a JSON file of settings; flags override it")
     train_parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt_last.npz")
+    train_parser.add_argument("--overwrite", action="store_true",
+                              help="start a new run even if OUT_DIR already holds checkpoints (they are replaced)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
@@ -116,7 +118,7 @@ def train_config(args):
 
 def run_train(args):
     config, explicit = train_config(args)
-    result = train(config, resume=args.resume, explicit=explicit)
+    result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")

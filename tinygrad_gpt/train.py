@@ -345,12 +345,14 @@ def _check_resume(path, metadata, config, model_config):
         )
 
 
-def train(config, resume=False, progress=None, explicit=()):
+def train(config, resume=False, progress=None, explicit=(), overwrite=False):
     """Run training; returns a dict with the model, the final losses and paths.
 
     With `resume`, continue from `config.out_dir`/ckpt_last.npz: settings
     come from the checkpoint, except those named in `explicit` (the ones the
     user set), which override it; a model or data setting must agree with it.
+    Without `resume`, an out_dir that already holds a checkpoint is refused
+    unless `overwrite` is set, so a forgotten --resume loses no work.
     Everything is checked before the output directory is touched.
 
     Raises ValueError (CheckpointError for a bad checkpoint), OSError
@@ -360,6 +362,13 @@ def train(config, resume=False, progress=None, explicit=()):
     progress = progress or Progress()
     last_path, best_path = _checkpoint_paths(config.out_dir)
     saved_meta, saved_arrays, tokenizer = None, None, None
+    if not resume and not overwrite:
+        existing = [p for p in (last_path, best_path) if os.path.exists(p)]
+        if existing:
+            raise FileExistsError(
+                f"{existing[0]} already exists; continue that run with --resume, "
+                f"start over with --overwrite, or choose another --out_dir"
+            )
     if resume:
         saved_meta, saved_arrays, tokenizer = _load_training_state(last_path)
         config = TrainConfig.from_dict(
