@@ -51,4 +51,5 @@ if __name__ == "__main__":
     try:
         main()
     except (ValueError, TypeError, OSError) as error:  # bad input: one line, no traceback
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
