@@ -1,0 +1,74 @@
+"""Numba kernels: the fast layer under the autograd ops.
+
+Every kernel takes and returns NumPy arrays (float32 or float64; the output has the
+input's dtype) and knows nothing of Tensors. Each public kernel `foo` has a plain-NumPy
+`foo_ref` beside it with the same signature and meaning: the readable textbook version,
+which the tests hold the kernel to.
+
+| module          | kernels                                                        |
+|-----------------|----------------------------------------------------------------|
+| matmul          | matmul (the dispatcher the ops call), gemm, bmm                |
+| softmax         | softmax_forward (optional causal mask), softmax_backward       |
+| layernorm       | layernorm_forward, layernorm_backward                          |
+| gelu            | gelu_forward, gelu_backward ("none" = erf, "tanh")             |
+| cross_entropy   | cross_entropy_forward, cross_entropy_backward (ignore_index)   |
+| embedding       | embedding_backward (deterministic scatter-add)                 |
+| adamw           | adamw_step (in place)                                          |
+| attention       | attention_forward, attention_backward (fused per head)         |
+
+Threads. Numba's parallel loops run on an OpenMP thread pool, and NumPy's matmul on
+OpenBLAS's own pool. By default both keep idle threads spinning after each call, and on
+a machine with few cores the two pools then take turns at the CPU in scheduler time
+slices: measured on 2 cores, a 0.4 ms np.matmul followed by a 1 ms Numba kernel took
+8 ms instead of 1.4 ms, and a baby GPT block with np.matmul products took 56 ms with
+spinning OpenMP threads against 12 ms with sleeping ones. Unless the user has chosen otherwise we therefore ask OpenMP to put
+idle threads to sleep at once (OMP_WAIT_POLICY=PASSIVE). That must happen before Numba
+starts its thread pool, which is why it is the first thing this package does.
+
+The price is paid at each parallel kernel call, which must wake the sleeping thread:
+about 45 us on the reference machine (a 2-vCPU virtual machine), so small calls run
+on one thread instead (see _threads.py), and the baby GPT block runs 8.7 ms instead of
+7.1 ms with spinning threads. A program that never calls a multithreaded BLAS (every
+product through `matmul`, which avoids it; see `uses_numba_gemm`) can set
+OMP_WAIT_POLICY=ACTIVE before importing this package to get that back.
+
+Thread placement. A sleeping worker thread is sometimes woken on the core of the main
+thread, and the two then share one core until the scheduler moves one: measured, a
+(2048 x 384) @ (384 x 384) product went from 1.9 ms to 3.6-4.0 ms after a few seconds
+of a benchmark and stayed there. Pinning the threads (OMP_PROC_BIND=true in the
+environment before the first kernel call) removes that: the product stays at 1.9-2.0 ms,
+and the batched attention products run 1.25-1.85x faster than np.matmul instead of
+0.5-0.95x. This package does not pin by default, because pinning every process's main
+thread to core 0 would pile up several processes on one core.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .adamw import adamw_step, adamw_step_ref  # noqa: E402
+from .attention import attention_backward, attention_backward_ref, attention_forward, attention_forward_ref  # noqa: E402
+from .cross_entropy import (  # noqa: E402
+    cross_entropy_backward,
+    cross_entropy_backward_ref,
+    cross_entropy_forward,
+    cross_entropy_forward_ref,
+)
+from .embedding import embedding_backward, embedding_backward_ref  # noqa: E402
+from .gelu import gelu_backward, gelu_backward_ref, gelu_forward, gelu_forward_ref  # noqa: E402
+from .layernorm import layernorm_backward, layernorm_backward_ref, layernorm_forward, layernorm_forward_ref  # noqa: E402
+from .matmul import bmm, bmm_ref, gemm, gemm_ref, matmul, matmul_ref, uses_numba_gemm  # noqa: E402
+from .softmax import softmax_backward, softmax_backward_ref, softmax_forward, softmax_forward_ref  # noqa: E402
+
+__all__ = [
+    "adamw_step", "adamw_step_ref",
+    "attention_backward", "attention_backward_ref", "attention_forward", "attention_forward_ref",
+    "bmm", "bmm_ref",
+    "cross_entropy_backward", "cross_entropy_backward_ref", "cross_entropy_forward", "cross_entropy_forward_ref",
+    "embedding_backward", "embedding_backward_ref",
+    "gelu_backward", "gelu_backward_ref", "gelu_forward", "gelu_forward_ref",
+    "gemm", "gemm_ref",
+    "layernorm_backward", "layernorm_backward_ref", "layernorm_forward", "layernorm_forward_ref",
+    "matmul", "matmul_ref", "uses_numba_gemm",
+    "softmax_backward", "softmax_backward_ref", "softmax_forward", "softmax_forward_ref",
+]

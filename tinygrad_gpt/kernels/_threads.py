@@ -1,0 +1,39 @@
+"""When a parallel kernel is worth waking its threads.
+
+Every call of a `parallel=True` kernel wakes Numba's worker threads, which (with the
+OMP_WAIT_POLICY=PASSIVE this package sets, see __init__.py) sleep between calls.
+Measured on the reference machine, a 2-vCPU virtual machine: waking them costs about
+45 us per call (1.3 us when they are kept spinning). A kernel that takes t on one
+thread then takes at best t / 2 + 45 us on two. Measured at the baby GPT shape, one
+thread against two (float32):
+
+    layer norm fwd 25 / 59 us, bwd 47 / 72;  cross-entropy fwd 52 / 73, bwd 24 / 61;
+    softmax bwd 30 / 61;  embedding bwd 48 / 81        -> one thread is faster
+    GELU fwd 135 / 117;  AdamW 179 / 166                -> about even
+    softmax fwd 172 / 135;  attention fwd 617 / 470     -> two threads are faster
+
+So the wrappers run a call on the calling thread alone when its estimated
+single-thread time is under PARALLEL_MIN_US. Each wrapper estimates that time from its
+size and the kernel's measured single-thread cost per element (float32, reference
+machine); the estimate only needs to be right within a factor of two near the line.
+"""
+
+import contextlib
+
+import numba
+
+PARALLEL_MIN_US = 150.0  # below this single-thread time, waking the other threads does not pay
+
+
+@contextlib.contextmanager
+def threads_for(serial_us):
+    """Run the enclosed kernel call on one thread if its single-thread estimate serial_us is under PARALLEL_MIN_US."""
+    previous = numba.get_num_threads()
+    if serial_us >= PARALLEL_MIN_US or previous == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)

@@ -1,0 +1,334 @@
+"""Matrix multiplication: a handwritten blocked GEMM in Numba, and the dispatcher the ops call.
+
+`gemm` (2-D) and `bmm` (batched 3-D) are the handwritten kernel; `matmul` is the one
+function the autograd ops call, and `uses_numba_gemm` is its rule for choosing between
+that kernel and NumPy's BLAS (the measurements behind the rule are in its docstring).
+
+How the kernel is fast without BLAS (read `multiply_tile` with this in mind):
+
+* Register blocking. The naive loop `C[i, j] += A[i, k] * B[k, j]` loads and stores
+  C[i, j] once per multiply-add and is limited by memory traffic. Here one task owns
+  MR = 4 rows of C and unrolls KU = 4 steps of k: each vector of B loaded is used by 4
+  rows, and each store to C carries 4 multiply-adds. That is 16 fused multiply-adds for
+  8 loads and 4 stores, enough to keep the FMA units busy.
+* A flat C tile. The 4 rows being accumulated live in one small buffer, row r at offset
+  r * NC with NC a compile-time constant. LLVM can then prove the 4 rows never overlap
+  each other or B, and vectorizes the inner `j` loop into 512-bit FMAs. (With 4 separate
+  row views it needs a runtime overlap check per pair of pointers, exceeds its budget
+  for those, and silently leaves the loop scalar: 5x slower.)
+* Packed panels. B is copied once into column panels of width NC, each a contiguous
+  (K, NC) block, so the rows the inner loop streams through are adjacent in memory.
+  B is zero-padded to K % KU == 0 and N % NC == 0, and A to M % MR == 0 and K % KU == 0,
+  so the kernel has no remainder loops; padded rows and columns are computed and dropped.
+  A is read one scalar at a time, so when it needs no padding it is used in place,
+  whatever its strides (a transposed view included).
+* Alignment. The tile and the panels start on 64-byte boundaries (see _aligned.py).
+* Parallelism over (batch, block of 4 rows): tasks write disjoint rows of the output.
+
+On one core this kernel reaches 160-180 GFLOP/s in float32 on the linear-layer shapes,
+against 125 for OpenBLAS; see `uses_numba_gemm` for two cores.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._aligned import aligned_empty, aligned_host_empty
+from ._checks import check_float_array, check_same_dtype
+from ._threads import threads_for
+
+MR = 4  # rows of C one task computes together (each loaded piece of B is used MR times)
+KU = 4  # steps of k unrolled (each store to the C tile carries KU multiply-adds)
+NC = 64  # width of one column panel: the C tile is MR x NC, 1 KiB in float32
+BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task (amortizes the task's tile allocation)
+
+# Single-thread costs (float32, reference machine), for `threads_for`.
+MULTIPLY_ADD_NS = 0.012  # per multiply-add of the GEMM (~170 GFLOP/s on one core)
+COPY_NS = 0.3  # per element of the packing copy
+
+
+# fastmath={"contract"} lets LLVM fuse each a * b + c into one FMA instruction. An FMA
+# rounds once where the separate multiply and add round twice, so results are at least as
+# accurate as the unfused loop; no reassociation of sums is allowed.
+@njit(cache=True, fastmath={"contract"})
+def multiply_tile(A, panel, i0, k0, k1, tile):
+    """tile[r * NC + j] += sum over k in [k0, k1) of A[i0 + r, k] * panel[k, j], for r < MR, j < NC.
+
+    The micro-kernel every product in this package is built on. A is a 2-D array with
+    rows i0 .. i0 + MR - 1; panel is a C-contiguous (K, NC) block of columns of the right
+    operand; k1 - k0 is a multiple of KU. (The callers zero-pad to guarantee all three.)
+    """
+    for k in range(k0, k1, KU):
+        # The 4 x 4 block of A used by this step, held in registers.
+        a00 = A[i0, k]
+        a01 = A[i0, k + 1]
+        a02 = A[i0, k + 2]
+        a03 = A[i0, k + 3]
+        a10 = A[i0 + 1, k]
+        a11 = A[i0 + 1, k + 1]
+        a12 = A[i0 + 1, k + 2]
+        a13 = A[i0 + 1, k + 3]
+        a20 = A[i0 + 2, k]
+        a21 = A[i0 + 2, k + 1]
+        a22 = A[i0 + 2, k + 2]
+        a23 = A[i0 + 2, k + 3]
+        a30 = A[i0 + 3, k]
+        a31 = A[i0 + 3, k + 1]
+        a32 = A[i0 + 3, k + 2]
+        a33 = A[i0 + 3, k + 3]
+        # The 4 rows of the panel used by this step.
+        b0 = panel[k]
+        b1 = panel[k + 1]
+        b2 = panel[k + 2]
+        b3 = panel[k + 3]
+        for j in range(NC):
+            tile[j] += a00 * b0[j] + a01 * b1[j] + a02 * b2[j] + a03 * b3[j]
+            tile[NC + j] += a10 * b0[j] + a11 * b1[j] + a12 * b2[j] + a13 * b3[j]
+            tile[2 * NC + j] += a20 * b0[j] + a21 * b1[j] + a22 * b2[j] + a23 * b3[j]
+            tile[3 * NC + j] += a30 * b0[j] + a31 * b1[j] + a32 * b2[j] + a33 * b3[j]
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _bmm_kernel(a, b_panels, out):
+    """out[p] = a[p] @ b[p], with a (P, Mp, Kp) padded and b packed as b_panels (P, n_panels, Kp, NC).
+
+    out (P, M, N) is the unpadded result (M <= Mp, N <= n_panels * NC). The padding is
+    zero, so padded terms add nothing; padded rows and columns are computed and dropped.
+    A task computes BLOCKS_PER_TASK blocks of MR rows of one matrix.
+    """
+    P, Mp, Kp = a.shape
+    n_panels = b_panels.shape[1]
+    M = out.shape[1]
+    N = out.shape[2]
+    row_blocks = Mp // MR
+    tasks_per_matrix = (row_blocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
+    for task in prange(P * tasks_per_matrix):
+        p = task // tasks_per_matrix
+        first = task % tasks_per_matrix * BLOCKS_PER_TASK
+        tile = aligned_empty(MR * NC, a.dtype)  # C[i0 + r, q * NC + j] lives at tile[r * NC + j]
+        for block in range(first, min(first + BLOCKS_PER_TASK, row_blocks)):
+            i0 = block * MR
+            for q in range(n_panels):
+                tile[:] = 0
+                multiply_tile(a[p], b_panels[p, q], i0, 0, Kp, tile)
+                for r in range(min(MR, M - i0)):  # copy the part inside the unpadded output
+                    for j in range(min(NC, N - q * NC)):
+                        out[p, i0 + r, q * NC + j] = tile[r * NC + j]
+
+
+@njit(cache=True)
+def round_up(n, multiple):
+    """The smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+COPY_ROWS = 32  # rows of x one task of the packing copy moves
+
+
+@njit(parallel=True, cache=True)
+def _pack_kernel(x, out):
+    """out[p, q, i, j] = x[p, i, q * width + j], or 0 outside x, for x (P, R, C) of any strides.
+
+    out (P, n_panels, Rp, width) covers x; width = out.shape[3]. With one panel of width
+    >= C this is a zero-padded copy; with width NC it cuts x into the column panels the
+    micro-kernel reads. Each task moves 32 rows of one panel, so the copy runs in
+    parallel and, for a transposed x, reads each source cache line while it is in L1
+    (NumPy's own copy of a transposed 768 x 512 matrix takes 1.5 ns per element).
+    """
+    P, R, C = x.shape
+    n_panels = out.shape[1]
+    Rp = out.shape[2]
+    width = out.shape[3]
+    zero = out.dtype.type(0)
+    row_blocks = (Rp + COPY_ROWS - 1) // COPY_ROWS
+    for task in prange(P * n_panels * row_blocks):
+        p = task // (n_panels * row_blocks)
+        q = task // row_blocks % n_panels
+        i0 = task % row_blocks * COPY_ROWS
+        base = q * width  # column of x where panel q starts
+        cols = min(width, C - base)  # columns of the panel that exist in x
+        for i in range(i0, min(i0 + COPY_ROWS, Rp)):
+            if i < R:
+                for j in range(cols):
+                    out[p, q, i, j] = x[p, i, base + j]
+                for j in range(cols, width):
+                    out[p, q, i, j] = zero
+            else:
+                for j in range(width):
+                    out[p, q, i, j] = zero
+
+
+def pack_rows(x, row_multiple, col_multiple):
+    """x (P, R, C) zero-padded to (P, Rp, Cp), Rp and Cp rounded up to the multiples.
+
+    The left operand of the micro-kernel, which reads it one scalar at a time, so its
+    strides do not matter: when no padding is needed x is returned as it is, even a
+    transposed view (copying a large transposed matrix costs about a third of the
+    product itself on the reference machine).
+    """
+    P, R, C = x.shape
+    shape = (P, round_up(R, row_multiple), round_up(C, col_multiple))
+    if x.shape == shape:
+        return x
+    out = aligned_host_empty((P, 1) + shape[1:], x.dtype)  # (P, 1, Rp, Cp)
+    with threads_for(out.size * COPY_NS / 1000):
+        _pack_kernel(x, out)
+    return out[:, 0]
+
+
+def pack_panels(x, row_multiple):
+    """x (P, R, C) cut into zero-padded column panels: (P, n_panels, Rp, NC), Rp rounded up to row_multiple.
+
+    The right operand of the micro-kernel: each panel is a C-contiguous block, so the rows
+    the micro-kernel streams through lie next to each other in memory (in a plain (R, C)
+    array they would be C * itemsize bytes apart, and for C a power of two they would all
+    compete for the same few sets of the L1 cache).
+    """
+    P, R, C = x.shape
+    out = aligned_host_empty((P, round_up(C, NC) // NC, round_up(R, row_multiple), NC), x.dtype)
+    with threads_for(out.size * COPY_NS / 1000):
+        _pack_kernel(x, out)
+    return out
+
+
+def _check_pair(a, b, a_ndim, b_ndim):
+    """Check float arrays of one dtype whose contraction dims agree (ndim None: any >= 1)."""
+    check_float_array("a", a, ndim=a_ndim, min_ndim=1)
+    check_float_array("b", b, ndim=b_ndim, min_ndim=1)
+    check_same_dtype("b", b, "a", a)
+    k_a = a.shape[-1]
+    k_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
+    if k_a != k_b:
+        raise ValueError(f"a's last dim ({k_a}) must equal b's contraction dim ({k_b}); got shapes {a.shape} and {b.shape}.")
+
+
+def _padded_work(M, N):
+    """Multiply-adds per step of k that the kernel does for an (M, N) output, padding included."""
+    return round_up(M, MR) * round_up(N, NC)
+
+
+def bmm(a, b):
+    """Batched product with the handwritten Numba GEMM: a (P, M, K) @ b (P, K, N) -> (P, M, N).
+
+    When N is small and M is not (the lm_head's N = V = 65 columns would be padded to
+    128), it computes the transposed product b^T @ a^T, whose padding is smaller, and
+    transposes the result back.
+    """
+    _check_pair(a, b, 3, 3)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
+    P, M, K = a.shape
+    N = b.shape[2]
+    if _padded_work(N, M) < _padded_work(M, N):
+        return np.ascontiguousarray(np.swapaxes(_bmm_padded(np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2)), 1, 2))
+    return _bmm_padded(a, b)
+
+
+def _bmm_padded(a, b):
+    """a (P, M, K) @ b (P, K, N) by `_bmm_kernel`, after packing the operands."""
+    P, M, K = a.shape
+    N = b.shape[2]
+    out = np.empty((P, M, N), dtype=a.dtype)  # (P, M, N)
+    a_rows, b_panels = pack_rows(a, MR, KU), pack_panels(b, KU)
+    with threads_for(P * M * N * K * MULTIPLY_ADD_NS / 1000):
+        _bmm_kernel(a_rows, b_panels, out)
+    return out
+
+
+def bmm_ref(a, b):
+    """Reference for `bmm`: NumPy's stacked matmul."""
+    _check_pair(a, b, 3, 3)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
+    return np.matmul(a, b)
+
+
+def gemm(a, b):
+    """2-D product with the handwritten Numba GEMM: a (M, K) @ b (K, N) -> (M, N)."""
+    _check_pair(a, b, 2, 2)
+    return bmm(a[None], b[None])[0]
+
+
+def gemm_ref(a, b):
+    """Reference for `gemm`: NumPy's matmul."""
+    _check_pair(a, b, 2, 2)
+    return np.matmul(a, b)
+
+
+# OpenBLAS runs a product on one thread when M * N * K is at most this (65536 times its
+# GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads (measured: a
+# 64 x 64 x 64 product leaves no thread spinning, a 64 x 128 x 64 product does).
+BLAS_SINGLE_THREAD_WORK = 65536 * 4
+
+
+def uses_numba_gemm(a_shape, b_shape):
+    """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
+
+    Rule: Numba for every product of matrices with M * N * K > 2^18 (per matrix of a
+    batch), the size above which OpenBLAS runs a product on several threads; np.matmul
+    for smaller products and for 1-D operands.
+
+    Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
+    float32; benchmarks/bench_kernels.py prints these numbers):
+
+    * Whole training work, one transformer block forward and backward (section 3 of the
+      benchmark): on a quiet machine the two rules tie, np.matmul products 10.6-11.3 ms
+      against 11.1-13.9 ms with this rule at the baby shape (B=12, T=64, C=128), and
+      143-158 ms against 141-148 ms at B=8, T=256, C=384 (other runs: 9.4-10.1 against
+      8.6-8.9, 148-163 against 131-146). With another process busy on one of the two
+      cores, as happens on a shared machine, OpenBLAS falls apart: 154 ms against 12.6 ms
+      and 390 ms against 250 ms, and single products took 10-750 ms instead of 0.1-4 ms,
+      while the Numba kernels slow down about twice.
+    * Two pools of spinning threads: after a multithreaded call OpenBLAS keeps a worker
+      spinning on a core for about 100 ms (0.10 s of CPU burnt during a 0.3 s sleep after
+      one product), which the Numba kernels that follow then have to share.
+    * Product by product, alone on a quiet machine, BLAS is faster: 1.5-1.8x at the baby
+      shape (products of 0.1-0.5 ms, where packing and waking threads show), 1.0-1.1x on
+      the bigger shape's x @ W^T and dY @ W and 1.2-2.4x on its dW = dY^T @ x (whose
+      transposed left operand this kernel reads with a long stride). On one core the
+      Numba GEMM is the faster of the two (160-180 against 125 GFLOP/s), and with its
+      threads pinned (OMP_PROC_BIND=true, see kernels/__init__.py) it beats BLAS on the
+      batched attention products by 1.25-1.85x.
+    * Up to 2^18 OpenBLAS works on the calling thread only, leaves nothing spinning, and
+      is the faster choice for such small products.
+    """
+    if len(a_shape) < 2 or len(b_shape) < 2:
+        return False
+    M, K = a_shape[-2:]
+    N = b_shape[-1]
+    return M * N * K > BLAS_SINGLE_THREAD_WORK
+
+
+def _check_matmul(a, b):
+    _check_pair(a, b, None, None)
+    try:
+        return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"a and b must have broadcastable batch dims, got shapes {a.shape} and {b.shape}.") from None
+
+
+def matmul(a, b):
+    """a @ b with np.matmul's semantics (1-D, 2-D, batched, broadcast batch dims), dtype kept.
+
+    The one product the autograd ops call. It runs the handwritten Numba GEMM (`bmm`)
+    or NumPy's BLAS according to `uses_numba_gemm`, whose docstring gives the measured
+    reasons; either way the result equals np.matmul(a, b) up to rounding.
+    """
+    batch = _check_matmul(a, b)
+    if not uses_numba_gemm(a.shape, b.shape):
+        return np.matmul(a, b)
+    M = a.shape[-2]
+    N = b.shape[-1]
+    return bmm(_stacked(a, batch), _stacked(b, batch)).reshape(batch + (M, N))
+
+
+def _stacked(x, batch):
+    """x (..., R, C) broadcast to batch + (R, C) and flattened to (P, R, C): a view when possible."""
+    if x.shape[:-2] != batch:
+        x = np.broadcast_to(x, batch + x.shape[-2:])
+    return x.reshape((-1,) + x.shape[-2:])
+
+
+def matmul_ref(a, b):
+    """Reference for `matmul`: np.matmul."""
+    _check_matmul(a, b)
+    return np.matmul(a, b)
