@@ -29,12 +29,19 @@ import tinygrad_gpt as tg  # noqa: E402
 from tinygrad_gpt.gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import configure_optimizer  # noqa: E402
 
-try:
-    import torch
+torch = None  # imported by load_torch(), so our memory child never loads PyTorch's libraries
 
-    from torch_twin import configure_torch_optimizer, twin_of
-except ImportError:
-    torch = None
+
+def load_torch():
+    """PyTorch and the twin helpers, or None when PyTorch is not installed."""
+    global torch, configure_torch_optimizer, twin_of
+    try:
+        import torch
+
+        from torch_twin import configure_torch_optimizer, twin_of
+    except ImportError:
+        torch = None
+    return torch
 
 CONFIGS = {  # name: (n_layer, n_head, n_embd, block_size, batch_size)
     "a": (4, 4, 128, 64, 12),
@@ -149,7 +156,17 @@ def memory_child(framework, steps):
     step = our_stepper(model, x, y) if framework == "ours" else torch_stepper(model, x, y)
     for _ in range(steps):
         step()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mib())
+
+
+def peak_rss_mib():
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over
+    from the parent across fork + exec, so a child would report its parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 def bench_memory(steps):
@@ -175,11 +192,13 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--memory-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if torch is not None:
-        torch.set_num_threads(os.cpu_count())
     if args.memory_child:
+        if args.memory_child == "torch":
+            load_torch()
         memory_child(args.memory_child, args.steps)
         return
+    if load_torch() is not None:
+        torch.set_num_threads(os.cpu_count())
     steps = 8 if args.quick else args.steps
     names = args.configs or ("ac" if args.quick else "abc")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "

@@ -466,7 +466,10 @@ def test_matmul_dispatcher_equals_np_matmul(a_shape, b_shape, dtype):
         assert_close(K.matmul(at, bt), np.matmul(a, b))
 
 
-def test_matmul_dispatch_rule():
+def test_matmul_dispatch_rule(monkeypatch):
+    monkeypatch.delenv("TINYGPT_MATMUL", raising=False)
+    assert not K.uses_numba_gemm((768, 128), (128, 384))  # BLAS by default
+    monkeypatch.setenv("TINYGPT_MATMUL", "numba")
     assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
     assert K.uses_numba_gemm((64, 64), (64, 65))
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
@@ -543,6 +546,23 @@ def test_fused_attention_backward_at_head_size_64(tq, tk, causal, dtype):
     dy = rand(rng, y.shape, dtype)
     for g, r in zip(K.attention_backward(dy, q, k, v, att, 0.125), K.attention_backward_ref(dy, q, k, v, att, 0.125)):
         assert_close(g, r)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_both_attention_forward_paths(causal, dtype):
+    # attention_forward packs and runs its fused kernel from SMALL_ATTENTION_WORK
+    # multiply-adds of q @ k^T up, and uses np.matmul around the softmax kernel below
+    # (decoding); check each side of the line against the reference.
+    rng = np.random.default_rng(16)
+    for tq, tk, hs in [(1, 32, 32), (32, 32, 64)]:  # 1 * 32 * 32 * 2 heads < 2^16 <= 32 * 32 * 64
+        q, k, v = rand(rng, (1, 2, tq, hs), dtype), rand(rng, (1, 2, tk, hs), dtype), rand(rng, (1, 2, tk, hs), dtype)
+        fused = 2 * tq * tk * hs >= K.attention.SMALL_ATTENTION_WORK
+        assert fused == (tq == 32)
+        y, att = K.attention_forward(q, k, v, 0.125, causal)
+        y_ref, att_ref = K.attention_forward_ref(q, k, v, 0.125, causal)
+        assert_close(att, att_ref)
+        assert_close(y, y_ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

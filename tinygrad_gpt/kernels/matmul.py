@@ -29,6 +29,8 @@ On one core this kernel reaches 160-180 GFLOP/s in float32 on the linear-layer s
 against 125 for OpenBLAS; see `uses_numba_gemm` for two cores.
 """
 
+import os
+
 import numpy as np
 from numba import njit, prange
 
@@ -263,35 +265,29 @@ BLAS_SINGLE_THREAD_WORK = 65536 * 4
 def uses_numba_gemm(a_shape, b_shape):
     """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
 
-    Rule: Numba for every product of matrices with M * N * K > 2^18 (per matrix of a
-    batch), the size above which OpenBLAS runs a product on several threads; np.matmul
-    for smaller products and for 1-D operands.
+    Rule: NumPy's BLAS for every product, unless the environment variable
+    TINYGPT_MATMUL=numba asks for the Numba GEMM on products with M * N * K > 2^18
+    (per matrix of a batch; smaller ones always go to BLAS, which runs them on the
+    calling thread).
 
     Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
-    float32; benchmarks/bench_kernels.py prints these numbers):
+    float32, OMP_WAIT_POLICY=PASSIVE as set by this package):
 
-    * Whole training work, one transformer block forward and backward (section 3 of the
-      benchmark): on a quiet machine the two rules tie, np.matmul products 10.6-11.3 ms
-      against 11.1-13.9 ms with this rule at the baby shape (B=12, T=64, C=128), and
-      143-158 ms against 141-148 ms at B=8, T=256, C=384 (other runs: 9.4-10.1 against
-      8.6-8.9, 148-163 against 131-146). With another process busy on one of the two
-      cores, as happens on a shared machine, OpenBLAS falls apart: 154 ms against 12.6 ms
-      and 390 ms against 250 ms, and single products took 10-750 ms instead of 0.1-4 ms,
-      while the Numba kernels slow down about twice.
-    * Two pools of spinning threads: after a multithreaded call OpenBLAS keeps a worker
-      spinning on a core for about 100 ms (0.10 s of CPU burnt during a 0.3 s sleep after
-      one product), which the Numba kernels that follow then have to share.
+    * A whole training step (zero_grad, forward, backward, AdamW) on a quiet machine:
+      44-50 ms with BLAS against 50-56 ms with the Numba GEMM for the baby GPT (4 layers,
+      C=128, B=12, T=64); 12.2 against 14.1 ms at 2 layers, C=64, B=32, T=32; 813 against
+      864 ms at 6 layers, C=384, B=8, T=256 (benchmarks/bench_train.py's configs).
     * Product by product, alone on a quiet machine, BLAS is faster: 1.5-1.8x at the baby
       shape (products of 0.1-0.5 ms, where packing and waking threads show), 1.0-1.1x on
       the bigger shape's x @ W^T and dY @ W and 1.2-2.4x on its dW = dY^T @ x (whose
-      transposed left operand this kernel reads with a long stride). On one core the
-      Numba GEMM is the faster of the two (160-180 against 125 GFLOP/s), and with its
-      threads pinned (OMP_PROC_BIND=true, see kernels/__init__.py) it beats BLAS on the
-      batched attention products by 1.25-1.85x.
-    * Up to 2^18 OpenBLAS works on the calling thread only, leaves nothing spinning, and
-      is the faster choice for such small products.
+      transposed left operand this kernel reads with a long stride). Unpinned, the
+      batched attention products also favour np.matmul (the Numba bmm reaches 0.5-0.95x).
+    * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
+      block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
+      instead of 0.1-4 ms) while the Numba kernels slow down about twice. That is what
+      TINYGPT_MATMUL=numba is for: training on a shared, busy machine.
     """
-    if len(a_shape) < 2 or len(b_shape) < 2:
+    if os.environ.get("TINYGPT_MATMUL") != "numba" or len(a_shape) < 2 or len(b_shape) < 2:
         return False
     M, K = a_shape[-2:]
     N = b_shape[-1]
