@@ -262,3 +262,10 @@ def test_a_fresh_run_refuses_to_replace_existing_checkpoints(tmp_path):
     assert last.read_bytes() == before
     result = train(tiny_config(tmp_path, max_iters=4, eval_interval=2, seed=7), progress=quiet(), overwrite=True)
     assert result["iter_num"] == 4 and last.read_bytes() != before
+
+
+def test_a_loss_curve_png_is_drawn_when_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra (pip install -e '.[plot]')")
+    train(tiny_config(tmp_path, max_iters=4, eval_interval=2), progress=quiet())
+    png = tmp_path / "out" / "loss_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
