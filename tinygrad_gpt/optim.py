@@ -149,10 +149,11 @@ def clip_grad_norm_(parameters, max_norm):
     """Scale all gradients down together so their global L2 norm is at most max_norm.
 
     Returns the norm before clipping (useful to log). Computed in float64 so a
-    large model's sum of squares does not lose precision.
+    large model's sum of squares does not lose precision, and without BLAS (np.dot
+    would wake OpenBLAS's threads, which then spin against the kernels that follow).
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    total = math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel())) for g in grads))
+    total = math.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for g in grads))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads:
