@@ -370,6 +370,40 @@ def test_cross_entropy_vocab_of_one_batch_of_one_and_all_ignored(dtype):
     np.testing.assert_array_equal(K.cross_entropy_backward(single, np.array([-1]), lse, 1.0, -1), 0)
 
 
+def test_cross_entropy_parallel_kernels_match_the_reference(monkeypatch):
+    # Small inputs run on the serial kernels; with the threshold at 0 every call takes the
+    # parallel ones, here with a last task of fewer than ROWS_PER_TASK rows.
+    from tinygrad_gpt.kernels import cross_entropy
+
+    monkeypatch.setattr(cross_entropy, "PARALLEL_MIN_US", 0.0)
+    rng = np.random.default_rng(11)
+    n = 2 * cross_entropy.ROWS_PER_TASK + 5
+    logits = rand(rng, (n, 7), np.float64, scale=3.0)
+    targets = rng.integers(0, 7, n)
+    targets[::3] = -100
+    loss, lse = K.cross_entropy_forward(logits, targets)
+    loss_ref, lse_ref = K.cross_entropy_forward_ref(logits, targets)
+    assert_close(lse, lse_ref)
+    assert_close(loss, loss_ref, scale=np.abs(lse_ref).max() + np.abs(logits).max())
+    assert_close(K.cross_entropy_backward(logits, targets, lse, 0.7), K.cross_entropy_backward_ref(logits, targets, lse, 0.7),
+                 scale=0.7 / n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_nan_and_infinite_logits_give_nan_like_the_reference(dtype):
+    # The kernel shifts by the first logit and falls back to the max only on overflow, so
+    # NaN and +-inf must still end as the reference's max-shifted formula does: NaN lse
+    # for NaN or +inf, and a probability of 0 for -inf (also when it is the first logit).
+    logits = np.array([[0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [0.0, np.inf, 1.0], [-np.inf, 0.0, 1.0]], dtype=dtype)
+    # inf - inf in the reference (and in the kernel under NUMBA_DISABLE_JIT, as NumPy scalars) warns.
+    with np.errstate(invalid="ignore"):
+        _, lse = K.cross_entropy_forward(logits, np.array([0, 0, 0, 0]))
+        _, lse_ref = K.cross_entropy_forward_ref(logits, np.array([0, 0, 0, 0]))
+    assert np.isnan(lse_ref[:3]).all() and np.isfinite(lse_ref[3])
+    np.testing.assert_array_equal(np.isnan(lse), np.isnan(lse_ref))
+    np.testing.assert_allclose(lse[~np.isnan(lse_ref)], lse_ref[~np.isnan(lse_ref)], rtol=RTOL[np.dtype(dtype)])
+
+
 def test_cross_entropy_non_contiguous_logits_and_int32_targets():
     rng = np.random.default_rng(7)
     logits = transposed_copy(rand(rng, (6, 5), np.float32))
