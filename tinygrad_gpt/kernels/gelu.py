@@ -27,7 +27,10 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _CUBIC = 0.044715
 
-# Single-thread cost per element (float32, reference machine), for `threads_for`.
+# Single-thread cost per element (float32, reference machine), for `threads_for`. Measured
+# before the kernels used FMA, which made them 25-40% cheaper (tanh fwd 0.23, bwd 0.34 ns);
+# the old values are kept because they still put the baby GPT's calls on the faster side
+# (bwd at (768, 512): 112 us on two threads, 135 us on one).
 FORWARD_NS = 0.35
 BACKWARD_NS = 0.5
 
@@ -84,7 +87,10 @@ def normal_cdf(x):
     return _normal_cdf_f64(x)
 
 
-@njit(parallel=True, cache=True)
+# fastmath={"contract"} lets LLVM fuse each multiply and add (the polynomials of fast_exp
+# and normal_cdf) into one FMA instruction, one rounding instead of two, so results are no
+# less accurate; no other fast-math liberty is taken.
+@njit(parallel=True, cache=True, fastmath={"contract"})
 def _gelu_forward_kernel(x, y, tanh_form):
     """y = gelu(x) elementwise for flat C-contiguous x, y."""
     t = x.dtype.type  # constants in x's precision, so float32 stays float32
@@ -99,7 +105,7 @@ def _gelu_forward_kernel(x, y, tanh_form):
             y[i] = x[i] * normal_cdf(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"contract"})  # FMA, as in the forward
 def _gelu_backward_kernel(x, dy, dx, tanh_form):
     """dx = dy * gelu'(x) elementwise for flat C-contiguous x, dy, dx."""
     t = x.dtype.type
