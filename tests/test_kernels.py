@@ -533,6 +533,19 @@ def test_handwritten_gemm_and_bmm_match_numpy(p, m, k, n, transpose_a, transpose
     assert_close(K.gemm(a[0], b[0]), K.gemm_ref(a[0], b[0]))
 
 
+@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
+    # Up to EDGE_COLUMNS columns after the last full panel are dot products (all of them
+    # when n < NC) if a's rows are contiguous; a transposed a takes the padded panel.
+    rng = np.random.default_rng(m * n)
+    a, b = rand(rng, (m, k), np.float64), rand(rng, (k, n), np.float64)
+    if transpose_a:
+        a = transposed_copy(a)
+    assert_close(K.gemm(a, b), K.gemm_ref(a, b))
+    assert_close(K.bmm(np.stack([a, 2 * a]), np.stack([b, b])), K.bmm_ref(np.stack([a, 2 * a]), np.stack([b, b])))
+
+
 def test_gemm_of_empty_and_unit_shapes():
     a = np.ones((3, 0), np.float32)
     np.testing.assert_array_equal(K.gemm(a, np.ones((0, 2), np.float32)), np.zeros((3, 2), np.float32))

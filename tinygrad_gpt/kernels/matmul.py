@@ -20,6 +20,9 @@ How the kernel is fast without BLAS (read `multiply_tile` with this in mind):
   (K, NC) block, so the rows the inner loop streams through are adjacent in memory.
   B is zero-padded to K % KU == 0 and N % NC == 0, and A to M % MR == 0 and K % KU == 0,
   so the kernel has no remainder loops; padded rows and columns are computed and dropped.
+  Exception: up to EDGE_COLUMNS columns left after the last full panel are computed as
+  dot products instead (see `_edge_split`): the lm_head's N = 65 would otherwise cost
+  as much as N = 128.
   A is read one scalar at a time, so when it needs no padding it is used in place,
   whatever its strides (a transposed view included).
 * Alignment. The tile and the panels start on 64-byte boundaries (see _aligned.py).
@@ -37,6 +40,7 @@ from numba import njit, prange
 from ._aligned import aligned_empty, aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
 from ._threads import threads_for
+from ._vecmath import row_dot
 
 MR = 4  # rows of C one task computes together (each loaded piece of B is used MR times)
 KU = 4  # steps of k unrolled (each store to the C tile carries KU multiply-adds)
@@ -90,15 +94,19 @@ def multiply_tile(A, panel, i0, k0, k1, tile):
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _bmm_kernel(a, b_panels, out):
-    """out[p] = a[p] @ b[p], with a (P, Mp, Kp) padded and b packed as b_panels (P, n_panels, Kp, NC).
+def _bmm_kernel(a, b_panels, b_edge, out):
+    """out[p] = a[p] @ b[p], with a (P, Mp, Kp) padded, b's first columns packed as
+    b_panels (P, n_panels, Kp, NC) and its last few columns as rows of b_edge (P, n_edge, K).
 
-    out (P, M, N) is the unpadded result (M <= Mp, N <= n_panels * NC). The padding is
-    zero, so padded terms add nothing; padded rows and columns are computed and dropped.
+    out (P, M, N) is the unpadded result (M <= Mp, N <= n_panels * NC + n_edge). The
+    padding is zero, so padded terms add nothing; padded rows and columns are computed
+    and dropped. The n_edge columns after the panels (0 when b is all panels) are dot
+    products of a row of a with a row of b_edge, see `_edge_split`.
     A task computes BLOCKS_PER_TASK blocks of MR rows of one matrix.
     """
     P, Mp, Kp = a.shape
     n_panels = b_panels.shape[1]
+    n_edge, K = b_edge.shape[1], b_edge.shape[2]
     M = out.shape[1]
     N = out.shape[2]
     row_blocks = Mp // MR
@@ -115,6 +123,9 @@ def _bmm_kernel(a, b_panels, out):
                 for r in range(min(MR, M - i0)):  # copy the part inside the unpadded output
                     for j in range(min(NC, N - q * NC)):
                         out[p, i0 + r, q * NC + j] = tile[r * NC + j]
+            for i in range(i0, min(i0 + MR, M)):
+                for c in range(n_edge):
+                    out[p, i, n_panels * NC + c] = row_dot(a[p, i, :K], b_edge[p, c])
 
 
 @njit(cache=True)
@@ -203,9 +214,29 @@ def _check_pair(a, b, a_ndim, b_ndim):
         raise ValueError(f"a's last dim ({k_a}) must equal b's contraction dim ({k_b}); got shapes {a.shape} and {b.shape}.")
 
 
+EDGE_COLUMNS = 16  # at most this many columns after the last full panel are done as dot products
+EDGE_COST = 4  # a dot-product column costs about as much as this many panel columns (measured)
+
+
+def _edge_split(a, N):
+    """Number of b's last columns that `_bmm_kernel` computes as dot products instead of a padded panel.
+
+    A panel of NC = 64 columns costs the same however few of them are real, so the
+    lm_head's N = V = 65 would cost as much as N = 128. A few leftover columns are
+    cheaper as dot products of a row of a with a column of b (vectorized along k, about
+    EDGE_COST times slower per column than the micro-kernel). That needs a's rows
+    contiguous, so a transposed a always takes the padded panel.
+    """
+    edge = N % NC
+    if edge > EDGE_COLUMNS or a.strides[-1] != a.itemsize:
+        return 0
+    return edge
+
+
 def _padded_work(M, N):
     """Multiply-adds per step of k that the kernel does for an (M, N) output, padding included."""
-    return round_up(M, MR) * round_up(N, NC)
+    edge = N % NC if N % NC <= EDGE_COLUMNS else 0
+    return round_up(M, MR) * ((N - edge) + EDGE_COST * edge)
 
 
 def bmm(a, b):
@@ -230,9 +261,12 @@ def _bmm_padded(a, b):
     P, M, K = a.shape
     N = b.shape[2]
     out = np.empty((P, M, N), dtype=a.dtype)  # (P, M, N)
-    a_rows, b_panels = pack_rows(a, MR, KU), pack_panels(b, KU)
+    a_rows = pack_rows(a, MR, KU)
+    n0 = N - _edge_split(a_rows, N)  # columns done by panels
+    b_panels = pack_panels(b[:, :, :n0], KU)  # (P, n0 / NC, Kp, NC)
+    b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, n0:], 1, 2))  # (P, N - n0, K): a few columns, as rows
     with threads_for(P * M * N * K * MULTIPLY_ADD_NS / 1000):
-        _bmm_kernel(a_rows, b_panels, out)
+        _bmm_kernel(a_rows, b_panels, b_edge, out)
     return out
 
 
