@@ -18,8 +18,9 @@ How the kernel is fast without BLAS (read `multiply_tile` with this in mind):
   for those, and silently leaves the loop scalar: 5x slower.)
 * Packed panels. B is copied once into column panels of width NC, each a contiguous
   (K, NC) block, so the rows the inner loop streams through are adjacent in memory.
-  B is zero-padded to K % KU == 0 and N % NC == 0, and A to M % MR == 0 and K % KU == 0,
-  so the kernel has no remainder loops; padded rows and columns are computed and dropped.
+  B is zero-padded to K % KU == 0 and N % NC == 0, and A to M % MR == 0, so the kernel
+  has no remainder loops but one: the last K % KU steps of k, done one at a time, which
+  spares copying an A of K = 65. Padded rows and columns are computed and dropped.
   Exception: up to EDGE_COLUMNS columns left after the last full panel are computed as
   dot products instead (see `_edge_split`): the lm_head's N = 65 would otherwise cost
   as much as N = 128.
@@ -95,8 +96,11 @@ def multiply_tile(A, panel, i0, k0, k1, tile):
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _bmm_kernel(a, b_panels, b_edge, out):
-    """out[p] = a[p] @ b[p], with a (P, Mp, Kp) padded, b's first columns packed as
+    """out[p] = a[p] @ b[p], with a (P, Mp, Ka) padded in rows, b's first columns packed as
     b_panels (P, n_panels, Kp, NC) and its last few columns as rows of b_edge (P, n_edge, K).
+
+    Ka is K, or K padded to a multiple of KU (Kp >= Ka); the last Ka % KU steps of k are
+    done one at a time, so that an a of K = 65 (the lm_head's dY) needs no padded copy.
 
     out (P, M, N) is the unpadded result (M <= Mp, N <= n_panels * NC + n_edge). The
     padding is zero, so padded terms add nothing; padded rows and columns are computed
@@ -104,7 +108,8 @@ def _bmm_kernel(a, b_panels, b_edge, out):
     products of a row of a with a row of b_edge, see `_edge_split`.
     A task computes BLOCKS_PER_TASK blocks of MR rows of one matrix.
     """
-    P, Mp, Kp = a.shape
+    P, Mp, Ka = a.shape
+    K4 = Ka - Ka % KU  # steps of k the micro-kernel takes KU at a time
     n_panels = b_panels.shape[1]
     n_edge, K = b_edge.shape[1], b_edge.shape[2]
     M = out.shape[1]
@@ -119,7 +124,12 @@ def _bmm_kernel(a, b_panels, b_edge, out):
             i0 = block * MR
             for q in range(n_panels):
                 tile[:] = 0
-                multiply_tile(a[p], b_panels[p, q], i0, 0, Kp, tile)
+                multiply_tile(a[p], b_panels[p, q], i0, 0, K4, tile)
+                for k in range(K4, Ka):  # the last Ka % KU steps of k, one at a time
+                    for r in range(MR):
+                        ark = a[p, i0 + r, k]
+                        for j in range(NC):
+                            tile[r * NC + j] += ark * b_panels[p, q, k, j]
                 for r in range(min(MR, M - i0)):  # copy the part inside the unpadded output
                     for j in range(min(NC, N - q * NC)):
                         out[p, i0 + r, q * NC + j] = tile[r * NC + j]
@@ -261,7 +271,7 @@ def _bmm_padded(a, b):
     P, M, K = a.shape
     N = b.shape[2]
     out = np.empty((P, M, N), dtype=a.dtype)  # (P, M, N)
-    a_rows = pack_rows(a, MR, KU)
+    a_rows = pack_rows(a, MR, 1)  # padded in rows only: `_bmm_kernel` does the K % KU tail
     n0 = N - _edge_split(a_rows, N)  # columns done by panels
     b_panels = pack_panels(b[:, :, :n0], KU)  # (P, n0 / NC, Kp, NC)
     b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, n0:], 1, 2))  # (P, N - n0, K): a few columns, as rows
