@@ -1,6 +1,6 @@
 """The `tinygpt` command (also `python -m tinygrad_gpt`).
 
-    tinygpt train                      # a baby GPT on the embedded corpus, ~5 minutes
+    tinygpt train                      # a baby GPT on the embedded corpus, ~3 minutes
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200

@@ -42,7 +42,7 @@ MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 @dataclass
 class TrainConfig:
     """Every knob of a run, with nanoGPT's names. Defaults: a baby GPT on the
-    embedded Python-stdlib corpus that trains in about 5 minutes on 2 cores."""
+    embedded Python-stdlib corpus: 5000 iterations, about 3 minutes on 2 cores."""
 
     data: str = "pystdlib"  # a UTF-8 text file, or one of: pystdlib, adder, sorter
     out_dir: str = "out"
@@ -55,11 +55,11 @@ class TrainConfig:
     bias: bool = False
     # optimization
     batch_size: int = 12
-    max_iters: int = 2000
+    max_iters: int = 5000
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 100
-    lr_decay_iters: int = 2000
+    lr_decay_iters: int = 5000
     decay_lr: bool = True
     weight_decay: float = 0.1
     beta1: float = 0.9
