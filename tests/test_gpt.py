@@ -420,3 +420,11 @@ def test_load_state_dict_refuses_a_mismatch_and_changes_nothing(change, error, m
         target.load_state_dict(broken(source.state_dict(), change))
     for name, array in target.state_dict().items():
         np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+
+def test_a_kv_cache_with_gradients_on_is_refused():
+    # The cache holds plain arrays: a gradient through it would silently miss k and v.
+    model = GPT(GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=1, n_embd=4))
+    cache = KVCache(model.config, batch_size=1, dtype=np.float32)
+    with pytest.raises(ValueError, match="kv_cache is for generation; use it inside `with no_grad"):
+        model(np.zeros((1, 2), np.int64), kv_cache=cache)

@@ -166,10 +166,15 @@ def _(data):
     return (draw_array(data, shape),), lambda x: x.transpose(d0, d1), lambda x: np.swapaxes(x, d0, d1)
 
 
+def maybe_negative(data, dims, ndim):
+    """Each dim as given or as its negative alias (d - ndim): ops must treat both alike."""
+    return tuple(d - ndim if data.draw(st.booleans(), label="negative") else d for d in dims)
+
+
 @case("Permute")
 def _(data):
     shape = draw_shape(data)
-    dims = tuple(data.draw(st.permutations(range(len(shape)))))
+    dims = maybe_negative(data, data.draw(st.permutations(range(len(shape)))), len(shape))
     return (draw_array(data, shape),), lambda x: x.permute(*dims), lambda x: np.transpose(x, dims)
 
 
@@ -179,6 +184,17 @@ def _(data):
     index = tuple(
         slice(data.draw(st.integers(0, n - 1)), None, data.draw(st.integers(1, 2))) for n in shape
     )
+    return (draw_array(data, shape),), lambda x: x[index], lambda x: x[index]
+
+
+@case("Index[mask and mixed]")
+def _(data):
+    shape = draw_shape(data, min_dims=2)
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    if data.draw(st.booleans(), label="mask"):
+        index = rng.random(shape[:1]) < 0.6  # a boolean mask over the first dim
+    else:  # a negative-step slice, then an integer array with repeats
+        index = (slice(None, None, -2), rng.integers(0, shape[1], 4))
     return (draw_array(data, shape),), lambda x: x[index], lambda x: x[index]
 
 
@@ -194,12 +210,13 @@ def _(data):
 def _(data):
     shape = draw_shape(data)
     dim = data.draw(st.integers(0, len(shape) - 1))
+    (given_dim,) = maybe_negative(data, (dim,), len(shape))
     start = data.draw(st.integers(0, shape[dim] - 1))
     length = data.draw(st.integers(0, shape[dim] - start))
     window = (slice(None),) * dim + (slice(start, start + length),)
     return (
         (draw_array(data, shape),),
-        lambda x: Narrow.apply(x, dim=dim, start=start, length=length),
+        lambda x: Narrow.apply(x, dim=given_dim, start=start, length=length),
         lambda x: x[window],
     )
 

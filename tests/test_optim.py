@@ -61,6 +61,7 @@ def test_configure_optimizer_decays_only_matrices():
 def test_clip_grad_norm_scales_all_gradients_together():
     a, b = param([0.0, 0.0], [3.0, 0.0]), param([0.0], [4.0])  # global norm 5
     assert clip_grad_norm_([a, b], 1.0) == pytest.approx(5.0)
+    # The scale is max_norm / (norm + 1e-6), as PyTorch's: 2e-7 relative below the exact 0.2.
     np.testing.assert_allclose(np.concatenate([a.grad, b.grad]), [0.6, 0.0, 0.8], rtol=1e-6)
     assert clip_grad_norm_([a, b], 10.0) == pytest.approx(1.0, rel=1e-6)  # under the limit: unchanged
     np.testing.assert_allclose(b.grad, [0.8], rtol=1e-6)

@@ -39,6 +39,7 @@ def test_deep_graph_backpropagates_without_recursion_error():
     for _ in range(10_000):
         y = y * 1.0001
     y.sum().backward()
+    # 10,000 float64 multiplications each round once (~1e-16): ~1e-12 relative drift at most.
     np.testing.assert_allclose(x.grad, [1.0001**10_000], rtol=1e-9)
 
 
@@ -173,3 +174,54 @@ def test_split_chunks_and_their_gradients():
     assert [p.shape for p in parts] == [(3,), (3,), (1,)]
     (parts[0] * 1.0 + parts[1] * 2.0).sum().backward()
     np.testing.assert_array_equal(x.grad, [1, 1, 1, 2, 2, 2, 0])
+
+
+def test_integer_tensors_refuse_arithmetic_instead_of_truncating():
+    ints = Tensor(np.array([1, 2, 3]))
+    with pytest.raises(TypeError, match="mul: needs float32 or float64 tensors, got dtype int64"):
+        ints * 0.5
+    with pytest.raises(TypeError, match="div: needs float32 or float64"):
+        ints / 2
+    with pytest.raises(TypeError, match="pow: needs float32 or float64"):
+        ints**0.5
+    assert ints[1:].data.tolist() == [2, 3]  # indexing an integer tensor is fine
+
+
+def test_linear_refuses_a_bias_of_another_dtype():
+    x, w = Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    with pytest.raises(TypeError, match="linear: input is float32 but bias is float64"):
+        tg.functional.linear(x, w, Tensor(np.ones(4), requires_grad=True))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: x.transpose(0, 5), "transpose: dim 5 is out of range for a tensor with 3 dims"),
+    (lambda x: x.softmax(3), "softmax: dim 3 is out of range"),
+    (lambda x: x.log_softmax(-4), "log_softmax: dim -4 is out of range"),
+    (lambda x: x.narrow(4, 0, 1), "narrow: dim 4 is out of range"),
+    (lambda x: x.squeeze(5), "squeeze: dim 5 is out of range"),
+    (lambda x: tg.stack([x, x], dim=5), "stack: dim 5 is out of range for a tensor with 4 dims"),
+    (lambda x: x.permute(0, 1, 1), r"permute: dims \(0, 1, 1\) are not a permutation of 3 axes"),
+])
+def test_a_bad_dim_names_the_op(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(Tensor(np.ones((2, 3, 4))))
+
+
+def test_gradcheck_restores_the_input_when_fn_raises():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return x * 2.0
+
+    with pytest.raises(RuntimeError, match="boom"):
+        gradcheck(fn, [x])
+    np.testing.assert_array_equal(x.data, [1.0, 2.0])
+
+
+def test_gradcheck_says_when_the_output_ignores_its_inputs():
+    with pytest.raises(ValueError, match="does not depend on any input"):
+        gradcheck(lambda x: Tensor(np.ones(2)), [Tensor(np.ones(2), requires_grad=True)])

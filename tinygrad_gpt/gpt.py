@@ -17,7 +17,7 @@ import numpy as np
 from . import functional as F
 from . import rng
 from .nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, is_grad_enabled, no_grad
 
 
 @dataclass
@@ -63,8 +63,10 @@ class KVCache:
     """The keys and values of the tokens seen so far, one pair per layer.
 
     During generation each new token only needs its own query against the
-    keys and values of all earlier tokens, which do not change: caching them
-    turns each step from O(T) tokens of work into O(1).
+    keys and values of all earlier tokens, which do not change: caching them,
+    the projections and the MLP run on one token per step instead of T (the
+    attention still reads all T cached keys). Inference only: the cache holds
+    plain arrays, so no gradient flows through it.
     """
 
     def __init__(self, config, batch_size, dtype):
@@ -177,6 +179,8 @@ class GPT(Module):
         if idx.ndim != 2:
             raise ValueError(f"GPT: idx must have shape (B, T), got {idx.shape}")
         B, T = idx.shape
+        if kv_cache is not None and is_grad_enabled():
+            raise ValueError("GPT: a kv_cache is for generation; use it inside `with no_grad():`")
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(

@@ -38,6 +38,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
             raise TypeError(f"gradcheck: input {i} is {inputs[i].dtype}; use float64 tensors")
 
     out = fn(*inputs)
+    if not out.requires_grad:
+        raise ValueError("gradcheck: fn's output does not depend on any input with requires_grad=True")
     weights = np.random.default_rng(seed).standard_normal(out.shape)  # R, fixed per call
 
     def scalar_loss():
@@ -54,11 +56,13 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
         numeric = np.zeros(x.shape)
         for index in np.ndindex(*x.shape):
             original = x.data[index]
-            x.data[index] = original + eps
-            loss_plus = scalar_loss()
-            x.data[index] = original - eps
-            loss_minus = scalar_loss()
-            x.data[index] = original
+            try:
+                x.data[index] = original + eps
+                loss_plus = scalar_loss()
+                x.data[index] = original - eps
+                loss_minus = scalar_loss()
+            finally:  # the caller's tensor comes back unchanged, even if fn raises
+                x.data[index] = original
             numeric[index] = (loss_plus - loss_minus) / (2 * eps)
         excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if excess.size and excess.max() > 0:

@@ -105,6 +105,7 @@ class Module:
         mismatch, before changing anything.
         """
         own = dict(self._named_tensors())
+        state_dict = {k: v.data if isinstance(v, Tensor) else v for k, v in state_dict.items()}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if missing or unexpected:

@@ -33,7 +33,7 @@ from .nn import (
     ScaledDotProductAttention,
     Softmax,
 )
-from .reduce import Max, Mean, Sum
+from .reduce import Max, Mean, Sum, normalize_dim
 from .shape import Cat, Index, Narrow, Permute, Reshape, Stack, Transpose
 
 
@@ -83,13 +83,14 @@ def _split(x, split_size, dim=0):
 
 
 def _squeeze(x, dim):
+    dim = normalize_dim(dim, x.ndim, "squeeze")
     if x.shape[dim] != 1:
         return x
-    return Reshape.apply(x, shape=x.shape[: dim % x.ndim] + x.shape[dim % x.ndim + 1 :])
+    return Reshape.apply(x, shape=x.shape[:dim] + x.shape[dim + 1 :])
 
 
 def _unsqueeze(x, dim):
-    dim = dim % (x.ndim + 1)
+    dim = normalize_dim(dim, x.ndim + 1, "unsqueeze")
     return Reshape.apply(x, shape=x.shape[:dim] + (1,) + x.shape[dim:])
 
 

@@ -12,8 +12,17 @@ from .. import kernels
 from ..tensor import Function, unbroadcast
 
 
+def require_float(op_name, *arrays):
+    """Arithmetic is for float32/float64 tensors: on integers NumPy would truncate
+    (int * 0.5 -> 0) or switch to float64 (int / 2), silently either way."""
+    for x in arrays:
+        if x.dtype.kind != "f":
+            raise TypeError(f"{op_name}: needs float32 or float64 tensors, got dtype {x.dtype}")
+
+
 def check_binary(op_name, a, b):
-    """Refuse mismatched dtypes and unbroadcastable shapes with a clear sentence."""
+    """Refuse integer or mismatched dtypes and unbroadcastable shapes with a clear sentence."""
+    require_float(op_name, a, b)
     if a.dtype != b.dtype:
         raise TypeError(
             f"{op_name}: dtypes {a.dtype} and {b.dtype} differ; convert one first "
@@ -81,6 +90,7 @@ class Div(Function):
 
 class Neg(Function):
     def forward(self, x):
+        require_float("neg", x)
         return -x
 
     def backward(self, grad):
@@ -92,6 +102,7 @@ class Pow(Function):
     """x ** p for a Python number p (a tensor exponent is not supported)."""
 
     def forward(self, x, exponent):
+        require_float("pow", x)
         self.x, self.p = x, exponent
         return x ** x.dtype.type(exponent)
 
@@ -105,6 +116,7 @@ class Pow(Function):
 
 class Exp(Function):
     def forward(self, x):
+        require_float("exp", x)
         self.y = np.exp(x)  # the derivative of exp is exp itself: keep the output
         return self.y
 
@@ -115,6 +127,7 @@ class Exp(Function):
 
 class Log(Function):
     def forward(self, x):
+        require_float("log", x)
         self.x = x
         return np.log(x)
 
@@ -125,6 +138,7 @@ class Log(Function):
 
 class Sqrt(Function):
     def forward(self, x):
+        require_float("sqrt", x)
         self.y = np.sqrt(x)
         return self.y
 
@@ -135,6 +149,7 @@ class Sqrt(Function):
 
 class Tanh(Function):
     def forward(self, x):
+        require_float("tanh", x)
         self.y = np.tanh(x)
         return self.y
 
@@ -145,6 +160,7 @@ class Tanh(Function):
 
 class ReLU(Function):
     def forward(self, x):
+        require_float("relu", x)
         self.positive = x > 0  # a boolean mask is all the backward needs
         return np.where(self.positive, x, x.dtype.type(0))
 
@@ -162,6 +178,7 @@ class GELU(Function):
     """
 
     def forward(self, x, approximate="none"):
+        require_float("gelu", x)
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.x, self.approximate = x, approximate

@@ -66,6 +66,9 @@ class Linear(Function):
     """
 
     def forward(self, x, weight, *bias):
+        for name, array in (("weight", weight), ("bias", bias[0] if bias else x)):
+            if array.dtype != x.dtype:
+                raise TypeError(f"linear: input is {x.dtype} but {name} is {array.dtype}; convert one first")
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(
                 f"linear: input has {x.shape[-1]} features but weight {weight.shape} expects "

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import kernels
 from ..tensor import Function
+from .reduce import normalize_dim
 
 
 def _move_to_last(x, dim):
@@ -23,7 +24,7 @@ def _move_to_last(x, dim):
 
 class Softmax(Function):
     def forward(self, x, dim=-1):
-        self.dim = dim
+        self.dim = dim = normalize_dim(dim, x.ndim, "softmax")
         self.y = np.moveaxis(kernels.softmax_forward(_move_to_last(x, dim)), -1, dim)
         return self.y
 
@@ -37,7 +38,7 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     def forward(self, x, dim=-1):
-        self.dim = dim
+        self.dim = dim = normalize_dim(dim, x.ndim, "log_softmax")
         x_max = x.max(axis=dim, keepdims=True)  # subtracted so exp cannot overflow
         shifted = x - x_max
         lse = np.log(np.exp(shifted).sum(axis=dim, keepdims=True))

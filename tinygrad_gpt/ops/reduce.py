@@ -24,6 +24,13 @@ def normalize_dims(dim, ndim, op_name):
     return tuple(sorted(out))
 
 
+def normalize_dim(dim, ndim, op_name):
+    """One dim (negatives allowed) as an index in [0, ndim), or a clear error naming the op."""
+    if not isinstance(dim, (int, np.integer)) or not -ndim <= dim < ndim:
+        raise ValueError(f"{op_name}: dim {dim} is out of range for a tensor with {ndim} dims")
+    return int(dim) % ndim
+
+
 def expand_reduced(grad, input_shape, dims, keepdim):
     """Reshape a reduced gradient so it broadcasts against the input (size-1 reduced axes)."""
     if not keepdim:

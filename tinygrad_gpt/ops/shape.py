@@ -10,6 +10,7 @@ than once, as integer-array indexing can do).
 import numpy as np
 
 from ..tensor import Function
+from .reduce import normalize_dim
 
 
 class Reshape(Function):
@@ -30,8 +31,8 @@ class Reshape(Function):
 
 class Transpose(Function):
     def forward(self, x, dim0, dim1):
-        self.dim0, self.dim1 = dim0, dim1
-        return np.swapaxes(x, dim0, dim1)
+        self.dim0, self.dim1 = normalize_dim(dim0, x.ndim, "transpose"), normalize_dim(dim1, x.ndim, "transpose")
+        return np.swapaxes(x, self.dim0, self.dim1)
 
     def backward(self, grad):
         # Swapping two axes is its own inverse.
@@ -40,9 +41,9 @@ class Transpose(Function):
 
 class Permute(Function):
     def forward(self, x, dims):
-        if sorted(d % x.ndim for d in dims) != list(range(x.ndim)):
+        if len(dims) != x.ndim or sorted(normalize_dim(d, x.ndim, "permute") for d in dims) != list(range(x.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of {x.ndim} axes")
-        self.dims = tuple(dims)
+        self.dims = tuple(d % x.ndim for d in dims)  # non-negative, so argsort inverts it
         return np.transpose(x, self.dims)
 
     def backward(self, grad):
@@ -83,12 +84,13 @@ class Narrow(Function):
     """x.narrow(dim, start, length): the slice start:start+length along dim."""
 
     def forward(self, x, dim, start, length):
+        dim = normalize_dim(dim, x.ndim, "narrow")
         if not (0 <= start and 0 <= length and start + length <= x.shape[dim]):
             raise ValueError(
                 f"narrow: start {start} + length {length} exceeds size {x.shape[dim]} of dim {dim}"
             )
         self.input_shape, self.dtype = x.shape, x.dtype
-        self.window = (slice(None),) * (dim % x.ndim) + (slice(start, start + length),)
+        self.window = (slice(None),) * dim + (slice(start, start + length),)
         return x[self.window]
 
     def backward(self, grad):
@@ -109,6 +111,7 @@ def _check_same(op_name, arrays):
 class Cat(Function):
     def forward(self, *arrays, dim=0):
         _check_same("cat", arrays)
+        dim = normalize_dim(dim, arrays[0].ndim, "cat")
         try:
             out = np.concatenate(arrays, axis=dim)
         except (ValueError, np.exceptions.AxisError):
@@ -128,8 +131,8 @@ class Stack(Function):
         _check_same("stack", arrays)
         if len({a.shape for a in arrays}) > 1:
             raise ValueError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}")
-        out = np.stack(arrays, axis=dim)
-        self.dim = dim % out.ndim
+        self.dim = normalize_dim(dim, arrays[0].ndim + 1, "stack")
+        out = np.stack(arrays, axis=self.dim)
         return out
 
     def backward(self, grad):
