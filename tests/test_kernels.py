@@ -546,6 +546,21 @@ def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
     assert_close(K.bmm(np.stack([a, 2 * a]), np.stack([b, b])), K.bmm_ref(np.stack([a, 2 * a]), np.stack([b, b])))
 
 
+@pytest.mark.parametrize("m, k, n", [(37, 13, 70), (65, 9, 128), (16, 4, 64), (33, 1, 5)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
+    # An a whose rows are strided (dY^T of the weight gradient) is copied by the kernel in
+    # tasks of 16 rows, zero-padded below row m: m spans several tasks and ends mid-block,
+    # k % KU != 0 exercises the one-at-a-time tail. Also a batched transposed view and a
+    # column-sliced a (strided rows that are not a plain transpose).
+    rng = np.random.default_rng(m * k)
+    a, b = rand(rng, (2, m, 2 * k), dtype), rand(rng, (2, k, n), dtype)
+    for strided in (transposed_copy(a[:, :, :k]), a[:, :, ::2]):
+        assert strided.strides[-1] != strided.itemsize
+        assert_close(K.bmm(strided, b), K.bmm_ref(strided, b))
+        assert_close(K.gemm(strided[1], b[1]), K.gemm_ref(strided[1], b[1]))
+
+
 def test_gemm_of_empty_and_unit_shapes():
     a = np.ones((3, 0), np.float32)
     np.testing.assert_array_equal(K.gemm(a, np.ones((0, 2), np.float32)), np.zeros((3, 2), np.float32))
