@@ -15,7 +15,7 @@ Backward, given dy (Tq, hs):
     dq      = dscores @ k * scale               (Tq, hs)
     dk      = dscores^T @ q * scale             (Tk, hs)
 
-Why fused: the products are done by the GEMM micro-kernel of matmul.py (`multiply_tile`)
+Why fused: the products are done by the GEMM micro-kernel of matmul.py (`tile_product`)
 on blocks of 4 query rows, with the softmax applied in between while the block's scores
 are in cache; with a causal mask the blocks simply stop at the last visible key, so the
 masked half of the scores, of att @ v, and of the four backward products is never
@@ -33,7 +33,7 @@ from ._aligned import aligned_empty
 from ._checks import as_scalar, check_float_array, check_same_dtype, check_shape
 from ._threads import threads_for
 from ._vecmath import fast_exp, row_dot, row_max, row_sum
-from .matmul import KU, MR, NC, matmul, multiply_tile, pack_panels, pack_rows, round_up
+from .matmul import MR, NC, matmul, pack_panels, pack_rows, round_up, tile_product
 from .softmax import softmax_backward, softmax_backward_ref, softmax_forward, softmax_forward_ref
 
 # Single-thread cost per element of one (Tq, Tk, hs) block, summed over heads (float32,
@@ -46,27 +46,26 @@ BACKWARD_NS = 0.13
 def _forward_rows(q, k_panels, v_panels, scale, causal, i0, y, att):
     """Rows i0 .. i0 + MR - 1 of one (batch, head): fill their rows of y (Tq, hs) and att (Tq, Tk).
 
-    q (Tqp, hsp) is padded to multiples of MR and KU; k_panels (., hsp, NC) holds k^T and
-    v_panels (., Tkp, NC) holds v, both cut into panels (see matmul.py).
+    q (Tqp, hs) has its rows padded to a multiple of MR; k_panels (., hs, NC) holds k^T
+    and v_panels (., Tk, NC) holds v, both cut into panels (see matmul.py).
     """
     Tq, hs = y.shape
     Tk = att.shape[1]
-    Tkp = v_panels.shape[1]
+    Tkp = round_up(Tk, NC)  # keys, padded to whole panels
     offset = Tk - Tq
     zero = y.dtype.type(0)
     one = y.dtype.type(1)
     rows = min(MR, Tq - i0)  # query rows of this block that exist
     # Keys visible to the block's last row; with a causal mask later keys are skipped.
     n_block = min(Tk, i0 + rows + offset) if causal else Tk
-    tile = aligned_empty(MR * NC, y.dtype)
+    tile = np.empty((MR, NC), y.dtype)
     probs = aligned_empty(MR * Tkp, y.dtype).reshape(MR, Tkp)  # (MR, Tkp) this block's rows of att
     # scores = q @ k^T * scale, one panel of NC keys at a time
     for p in range((n_block + NC - 1) // NC):
-        tile[:] = 0
-        multiply_tile(q, k_panels[p], i0, 0, q.shape[1], tile)
+        tile_product(q, i0, 0, q.shape[1], k_panels[p], tile)
         for r in range(MR):
-            for j in range(min(NC, Tkp - p * NC)):
-                probs[r, p * NC + j] = tile[r * NC + j] * scale
+            for j in range(NC):
+                probs[r, p * NC + j] = tile[r, j] * scale
     # softmax over the visible keys of each row (as in softmax.py); the rest is exactly 0
     for r in range(MR):
         pr = probs[r]
@@ -85,13 +84,11 @@ def _forward_rows(q, k_panels, v_panels, scale, causal, i0, y, att):
         for j in range(Tk):
             att[i0 + r, j] = probs[r, j]
     # y = att @ v over the visible keys only
-    k_end = round_up(n_block, KU)
     for p in range(v_panels.shape[0]):
-        tile[:] = 0
-        multiply_tile(probs, v_panels[p], 0, 0, k_end, tile)
+        tile_product(probs, 0, 0, n_block, v_panels[p], tile)
         for r in range(rows):
             for j in range(min(NC, hs - p * NC)):
-                y[i0 + r, p * NC + j] = tile[r * NC + j]
+                y[i0 + r, p * NC + j] = tile[r, j]
 
 
 @njit(parallel=True, cache=True)
@@ -108,9 +105,8 @@ def _attention_forward_kernel(q, k_panels, v_panels, scale, causal, y, att):
 def _backward_head(dy, att, v_panels, k_panels, q_panels, dy_panels, scale, dq, dk, dv):
     """The gradients of one (batch, head): fill dq (Tq, hs), dk and dv (Tk, hs).
 
-    dy (Tqp, hsp) is padded like q in the forward; att (Tq, Tk) is unpadded; v_panels
-    holds v^T, k_panels k, q_panels q and dy_panels dy, cut into panels with their rows
-    padded to a multiple of KU.
+    dy (Tqp, hs) is padded like q in the forward; att (Tq, Tk) is unpadded; v_panels
+    holds v^T, k_panels k, q_panels q and dy_panels dy, cut into panels.
 
     Entries of att that are exactly 0 contribute exactly 0 to every gradient, so the
     products skip them in blocks: row i stops at n[i], one past its last nonzero entry,
@@ -120,9 +116,9 @@ def _backward_head(dy, att, v_panels, k_panels, q_panels, dy_panels, scale, dq, 
     Tq, hs = dq.shape
     Tk = dk.shape[0]
     Tqp = dy.shape[0]
-    Tkp = k_panels.shape[1]
+    Tkp = round_up(Tk, NC)  # keys, padded to whole panels
     zero = dq.dtype.type(0)
-    tile = aligned_empty(MR * NC, dq.dtype)
+    tile = np.empty((MR, NC), dq.dtype)
     att_p = aligned_empty(Tqp * Tkp, dq.dtype).reshape(Tqp, Tkp)  # (Tqp, Tkp) att, zero-padded
     ds = aligned_empty(Tqp * Tkp, dq.dtype).reshape(Tqp, Tkp)  # (Tqp, Tkp) datt, then dscores
     n = np.zeros(Tqp, dtype=np.int64)  # row i of att is zero from column n[i] on
@@ -137,11 +133,10 @@ def _backward_head(dy, att, v_panels, k_panels, q_panels, dy_panels, scale, dq, 
     for i0 in range(0, Tqp, MR):
         n_block = max(n[i0], n[i0 + 1], n[i0 + 2], n[i0 + 3])
         for p in range((n_block + NC - 1) // NC):
-            tile[:] = 0
-            multiply_tile(dy, v_panels[p], i0, 0, dy.shape[1], tile)
+            tile_product(dy, i0, 0, dy.shape[1], v_panels[p], tile)
             for r in range(MR):
-                for j in range(min(NC, Tkp - p * NC)):
-                    ds[i0 + r, p * NC + j] = tile[r * NC + j]
+                for j in range(NC):
+                    ds[i0 + r, p * NC + j] = tile[r, j]
         for i in range(i0, i0 + MR):
             ni = n[i]
             s = row_dot(ds[i, :ni], att_p[i, :ni])
@@ -151,31 +146,27 @@ def _backward_head(dy, att, v_panels, k_panels, q_panels, dy_panels, scale, dq, 
                 ds[i, j] = zero
     # dq = dscores @ k: row block i0 needs keys up to its largest n
     for i0 in range(0, Tqp, MR):
-        k_end = round_up(max(n[i0], n[i0 + 1], n[i0 + 2], n[i0 + 3]), KU)
+        k_end = max(n[i0], n[i0 + 1], n[i0 + 2], n[i0 + 3])
         for p in range(k_panels.shape[0]):
-            tile[:] = 0
-            multiply_tile(ds, k_panels[p], i0, 0, k_end, tile)
+            tile_product(ds, i0, 0, k_end, k_panels[p], tile)
             for r in range(min(MR, Tq - i0)):
                 for j in range(min(NC, hs - p * NC)):
-                    dq[i0 + r, p * NC + j] = tile[r * NC + j]
+                    dq[i0 + r, p * NC + j] = tile[r, j]
     # dk = dscores^T @ q and dv = att^T @ dy: key block j0 needs the query rows from the
     # first one whose n passes j0 (the transposed views are read in place)
     first = 0
-    for j0 in range(0, Tkp, MR):
+    for j0 in range(0, Tk, MR):
         while first < Tqp and n[first] <= j0:
             first += 1
-        k_start = first // KU * KU
         for p in range(q_panels.shape[0]):
-            tile[:] = 0
-            multiply_tile(ds.T, q_panels[p], j0, k_start, Tqp, tile)
+            tile_product(ds.T, j0, first, Tq, q_panels[p], tile)
             for r in range(min(MR, Tk - j0)):
                 for j in range(min(NC, hs - p * NC)):
-                    dk[j0 + r, p * NC + j] = tile[r * NC + j]
-            tile[:] = 0
-            multiply_tile(att_p.T, dy_panels[p], j0, k_start, Tqp, tile)
+                    dk[j0 + r, p * NC + j] = tile[r, j]
+            tile_product(att_p.T, j0, first, Tq, dy_panels[p], tile)
             for r in range(min(MR, Tk - j0)):
                 for j in range(min(NC, hs - p * NC)):
-                    dv[j0 + r, p * NC + j] = tile[r * NC + j]
+                    dv[j0 + r, p * NC + j] = tile[r, j]
 
 
 @njit(parallel=True, cache=True)
@@ -226,7 +217,7 @@ def attention_forward(q, k, v, scale, causal):
     v3 = v.reshape(G, Tk, hs)  # (G, Tk, hs)
     y = np.empty((G, Tq, hs), dtype=q.dtype)  # (G, Tq, hs)
     att = np.empty((G, Tq, Tk), dtype=q.dtype)  # (G, Tq, Tk)
-    q_rows, k_panels, v_panels = pack_rows(q3, MR, KU), pack_panels(np.swapaxes(k3, 1, 2), KU), pack_panels(v3, KU)
+    q_rows, k_panels, v_panels = pack_rows(q3, MR), pack_panels(np.swapaxes(k3, 1, 2)), pack_panels(v3)
     with threads_for(G * Tq * Tk * hs * FORWARD_NS / 1000):
         _attention_forward_kernel(q_rows, k_panels, v_panels, scale, bool(causal), y, att)
     return y.reshape(B, nh, Tq, hs), att.reshape(B, nh, Tq, Tk)
@@ -276,8 +267,8 @@ def attention_backward(dy, q, k, v, att, scale):
     dq = np.empty((G, Tq, hs), dtype=q.dtype)  # (G, Tq, hs)
     dk = np.empty((G, Tk, hs), dtype=q.dtype)  # (G, Tk, hs)
     dv = np.empty((G, Tk, hs), dtype=q.dtype)  # (G, Tk, hs)
-    packed = (pack_rows(dy3, MR, KU), att.reshape(G, Tq, Tk), pack_panels(np.swapaxes(v3, 1, 2), KU),
-              pack_panels(k3, KU), pack_panels(q3, KU), pack_panels(dy3, KU))
+    packed = (pack_rows(dy3, MR), att.reshape(G, Tq, Tk), pack_panels(np.swapaxes(v3, 1, 2)),
+              pack_panels(k3), pack_panels(q3), pack_panels(dy3))
     with threads_for(G * Tq * Tk * hs * BACKWARD_NS / 1000):
         _attention_backward_kernel(*packed, scale, dq, dk, dv)
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)

@@ -4,35 +4,31 @@
 function the autograd ops call, and `uses_numba_gemm` is its rule for choosing between
 that kernel and NumPy's BLAS (the measurements behind the rule are in its docstring).
 
-How the kernel is fast without BLAS (read `multiply_tile` with this in mind):
+How the kernel is fast without BLAS (read `tile_product` with this in mind):
 
 * Register blocking. The naive loop `C[i, j] += A[i, k] * B[k, j]` loads and stores
-  C[i, j] once per multiply-add and is limited by memory traffic. Here one task owns
-  MR = 4 rows of C and unrolls KU = 4 steps of k: each vector of B loaded is used by 4
-  rows, and each store to C carries 4 multiply-adds. That is 16 fused multiply-adds for
-  8 loads and 4 stores, enough to keep the FMA units busy.
-* A flat C tile. The 4 rows being accumulated live in one small buffer, row r at offset
-  r * NC with NC a compile-time constant. LLVM can then prove the 4 rows never overlap
-  each other or B, and vectorizes the inner `j` loop into 512-bit FMAs. (With 4 separate
-  row views it needs a runtime overlap check per pair of pointers, exceeds its budget
-  for those, and silently leaves the loop scalar: 5x slower.)
+  C[i, j] once per multiply-add and is limited by memory traffic. Here the micro-kernel
+  computes a tile of MR = 4 rows by NC = 64 columns of C over the whole range of k, and
+  the tile lives in registers (16 vectors of 16 float32, see _stack.py): one step of k
+  loads 4 numbers of A and 4 vectors of B and does 16 vector FMAs, with no store at all.
+  Each loaded vector of B is used by 4 rows and each number of A by 64 columns.
 * Packed panels. B is copied once into column panels of width NC, each a contiguous
-  (K, NC) block, so the rows the inner loop streams through are adjacent in memory.
-  B is zero-padded to K % KU == 0 and N % NC == 0, and A to M % MR == 0, so the kernel
-  has no remainder loops but one: the last K % KU steps of k, done one at a time, which
-  spares copying an A of K = 65. Padded rows and columns are computed and dropped.
-  Exception: up to EDGE_COLUMNS columns left after the last full panel are computed as
-  dot products instead (see `_edge_split`): the lm_head's N = 65 would otherwise cost
-  as much as N = 128.
-  A is read one scalar at a time, so when its rows are contiguous and need no padding
-  it is used in place. When they are strided (dY^T in the weight gradient dW = dY^T @ x)
-  each task of the kernel first copies its 16 rows into a contiguous buffer (see
-  `_bmm_kernel`): read in place they cost a distant cache line per step of k and panel.
-* Alignment. The tile and the panels start on 64-byte boundaries (see _aligned.py).
-* Parallelism over (batch, block of 4 rows): tasks write disjoint rows of the output.
+  (K, NC) block, so each step of k reads one stretch of 256 bytes; in a plain (K, N)
+  array the rows would be N * itemsize bytes apart, for N a power of two all in the same
+  few sets of the L1 cache. The last panel is zero-padded; its padded columns are
+  computed and dropped. When N is small and M is not (the lm_head's N = V = 65 would be
+  padded to 128), `bmm` computes the transposed product b^T @ a^T instead, writing its
+  tiles straight into the transposed output.
+* A is read in place, whatever its strides: 4 numbers per step of k, from 4 rows that
+  stay in cache while the task sweeps the panels of B. Rows past the end of A (the last
+  block of rows when M % 4 != 0) re-read A's last row and their results are dropped, so
+  A is never copied or padded.
+* Parallel tasks: one per (matrix of the batch, group of row blocks); a task sweeps
+  every panel of B with its rows, and writes disjoint rows of the output.
 
-On one core this kernel reaches 160-180 GFLOP/s in float32 on the linear-layer shapes,
-against 125 for OpenBLAS; see `uses_numba_gemm` for two cores.
+On one core the micro-kernel reaches about 230 GFLOP/s in float32 on AVX-512 (the
+reference machine), against about 125 for one thread of OpenBLAS; `bench_kernels.py`
+measures every product of a training step.
 """
 
 import os
@@ -40,19 +36,18 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from ._aligned import aligned_empty, aligned_host_empty
+from ._aligned import aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
+from ._stack import stack_empty
 from ._threads import threads_for
-from ._vecmath import row_dot
 
-MR = 4  # rows of C one task computes together (each loaded piece of B is used MR times)
-KU = 4  # steps of k unrolled (each store to the C tile carries KU multiply-adds)
-NC = 64  # width of one column panel: the C tile is MR x NC, 1 KiB in float32
-BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task (amortizes the task's tile allocation)
-TASK_ROWS = BLOCKS_PER_TASK * MR  # rows of a per task: 16, one cache line of a float32 dY row
+MR = 4  # rows of a tile of C (each loaded vector of B is used MR times)
+NC = 64  # columns of a tile of C and width of a panel of B: 4 vectors of 16 float32
+TILE = MR * NC
+BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task
 
 # Single-thread costs (float32, reference machine), for `threads_for`.
-MULTIPLY_ADD_NS = 0.012  # per multiply-add of the GEMM (~170 GFLOP/s on one core)
+MULTIPLY_ADD_NS = 0.01  # per multiply-add of the GEMM, tile overheads included (~200 GFLOP/s)
 COPY_NS = 0.3  # per element of the packing copy (0.1 from contiguous rows, 0.3-1.6 from a transposed view)
 
 
@@ -60,123 +55,60 @@ COPY_NS = 0.3  # per element of the packing copy (0.1 from contiguous rows, 0.3-
 # rounds once where the separate multiply and add round twice, so results are at least as
 # accurate as the unfused loop; no reassociation of sums is allowed.
 @njit(cache=True, fastmath={"contract"})
-def multiply_tile(A, panel, i0, k0, k1, tile):
-    """tile[r * NC + j] += sum over k in [k0, k1) of A[i0 + r, k] * panel[k, j], for r < MR, j < NC.
+def tile_product(A, i0, k0, k1, panel, tile):
+    """tile[r, j] = sum over k in [k0, k1) of A[i0 + r, k] * panel[k, j], for r < MR, j < NC.
 
-    The micro-kernel every product in this package is built on. A is a 2-D array with
-    rows i0 .. i0 + MR - 1; panel is a C-contiguous (K, NC) block of columns of the right
-    operand; k1 - k0 is a multiple of KU. (The callers zero-pad to guarantee all three.)
+    The micro-kernel every product in this package is built on. A is any 2-D array (rows
+    i0 + r past its end read its last row instead); panel is a C-contiguous (K, NC) block
+    of columns of the right operand; tile is any (MR, NC) array, overwritten.
+
+    The loops over r and j have constant trip counts, so LLVM unrolls them, vectorizes j,
+    and keeps `acc` (on the stack, see _stack.py) in 16 vector registers for the whole
+    loop over k.
     """
-    for k in range(k0, k1, KU):
-        # The 4 x 4 block of A used by this step, held in registers.
-        a00 = A[i0, k]
-        a01 = A[i0, k + 1]
-        a02 = A[i0, k + 2]
-        a03 = A[i0, k + 3]
-        a10 = A[i0 + 1, k]
-        a11 = A[i0 + 1, k + 1]
-        a12 = A[i0 + 1, k + 2]
-        a13 = A[i0 + 1, k + 3]
-        a20 = A[i0 + 2, k]
-        a21 = A[i0 + 2, k + 1]
-        a22 = A[i0 + 2, k + 2]
-        a23 = A[i0 + 2, k + 3]
-        a30 = A[i0 + 3, k]
-        a31 = A[i0 + 3, k + 1]
-        a32 = A[i0 + 3, k + 2]
-        a33 = A[i0 + 3, k + 3]
-        # The 4 rows of the panel used by this step.
-        b0 = panel[k]
-        b1 = panel[k + 1]
-        b2 = panel[k + 2]
-        b3 = panel[k + 3]
+    acc = stack_empty(TILE, A.dtype)  # acc[r * NC + j] accumulates tile[r, j]
+    for t in range(TILE):
+        acc[t] = 0
+    last = A.shape[0] - 1
+    for k in range(k0, k1):
+        for r in range(MR):
+            a_rk = A[min(i0 + r, last), k]
+            for j in range(NC):
+                acc[r * NC + j] += a_rk * panel[k, j]
+    for r in range(MR):
         for j in range(NC):
-            tile[j] += a00 * b0[j] + a01 * b1[j] + a02 * b2[j] + a03 * b3[j]
-            tile[NC + j] += a10 * b0[j] + a11 * b1[j] + a12 * b2[j] + a13 * b3[j]
-            tile[2 * NC + j] += a20 * b0[j] + a21 * b1[j] + a22 * b2[j] + a23 * b3[j]
-            tile[3 * NC + j] += a30 * b0[j] + a31 * b1[j] + a32 * b2[j] + a33 * b3[j]
-
-
-@njit(cache=True, fastmath={"contract"})
-def _row_block_product(A, i0, K4, panels, tile, out, row0):
-    """out[row0 + r, :] = rows i0 .. i0 + MR - 1 of A @ the panels, for the r < MR rows inside out.
-
-    A (., Ka) is read one scalar at a time; panels (n_panels, Kp, NC) is b packed, Kp >= Ka;
-    K4 = Ka rounded down to a multiple of KU. tile is the task's MR * NC scratch.
-    """
-    Ka = A.shape[1]
-    M, N = out.shape
-    for q in range(panels.shape[0]):
-        tile[:] = 0
-        multiply_tile(A, panels[q], i0, 0, K4, tile)
-        for k in range(K4, Ka):  # the last Ka % KU steps of k, one at a time
-            for r in range(MR):
-                ark = A[i0 + r, k]
-                for j in range(NC):
-                    tile[r * NC + j] += ark * panels[q, k, j]
-        for r in range(min(MR, M - row0)):  # copy the part inside the unpadded output
-            for j in range(min(NC, N - q * NC)):
-                out[row0 + r, q * NC + j] = tile[r * NC + j]
+            tile[r, j] = acc[r * NC + j]
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _bmm_kernel(a, a_t, b_panels, b_edge, out):
-    """out[p] = a[p] @ b[p], with a (P, Ma, Ka) or its transpose a_t (P, Ka, Ma), b's first
-    columns packed as b_panels (P, n_panels, Kp, NC) and its last few columns as rows of
-    b_edge (P, n_edge, K).
+def _bmm_kernel(a, b_panels, out, blocks_per_task):
+    """out[p] = a[p] @ b[p], for a (P, M, K) of any strides, b packed as b_panels (P, n_panels, K, NC).
 
-    Ka is K, or K padded to a multiple of KU (Kp >= Ka); the last Ka % KU steps of k are
-    done one at a time, so that an a of K = 65 (the lm_head's dY) needs no padded copy.
-
-    When a_t is empty (shape[0] == 0), a is read in place and must be padded in rows
-    (Ma % MR == 0). Otherwise a_t is C-contiguous and a is ignored but for its shape: this
-    is the weight gradient dW = dY^T @ x, whose left operand a = dY^T has strided rows.
-    Read in place, each step of k of a costs a cache line K * itemsize or more bytes from
-    the last, for every column panel. Instead a task first copies its BLOCKS_PER_TASK * MR
-    = 16 rows into a contiguous (Ka, 16) buffer, zero below row Ma: at each k that is one
-    run of 16 adjacent values of a_t (a cache line of float32) to one line of the buffer,
-    and the micro-kernel then streams through the buffer's lines in order.
-    It also spares the padded copy of a.
-
-    out (P, M, N) is the unpadded result (M <= Ma, N <= n_panels * NC + n_edge). The
-    padding is zero, so padded terms add nothing; padded rows and columns are computed
-    and dropped. The n_edge columns after the panels (0 when b is all panels) are dot
-    products of a row of a with a row of b_edge, see `_edge_split`.
-    A task computes BLOCKS_PER_TASK blocks of MR rows of one matrix.
+    out (P, M, N) may be any view (a transposed one when `bmm` computes the transposed
+    product), N <= n_panels * NC. A task computes blocks_per_task blocks of MR rows of one
+    matrix against every panel; tiles that stick out of out (the last rows, the padded
+    columns of the last panel) go through a scratch tile and only their inside is copied.
     """
-    P, Ma, Ka = a.shape
-    copy_a = a_t.shape[0] > 0
-    K4 = Ka - Ka % KU  # steps of k the micro-kernel takes KU at a time
+    P, M, K = a.shape
     n_panels = b_panels.shape[1]
-    n_edge, K = b_edge.shape[1], b_edge.shape[2]
-    M = out.shape[1]
-    row_blocks = (Ma + MR - 1) // MR
-    tasks_per_matrix = (row_blocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
+    N = out.shape[2]
+    row_blocks = (M + MR - 1) // MR
+    tasks_per_matrix = (row_blocks + blocks_per_task - 1) // blocks_per_task
     for task in prange(P * tasks_per_matrix):
         p = task // tasks_per_matrix
-        first = task % tasks_per_matrix * BLOCKS_PER_TASK
-        last = min(first + BLOCKS_PER_TASK, row_blocks)
-        tile = aligned_empty(MR * NC, a.dtype)  # C[i0 + r, q * NC + j] lives at tile[r * NC + j]
-        # (Ka, TASK_ROWS): copy[k, t] = a[p, first * MR + t, k], zero below row Ma; empty without copy_a.
-        copy = aligned_empty(Ka * TASK_ROWS if copy_a else 0, a.dtype).reshape((-1, TASK_ROWS))
-        if copy_a:
-            i_first = first * MR
-            rows = min(TASK_ROWS, Ma - i_first)  # rows of the task that exist in a
-            copy[:, rows:] = 0
-            for k in range(Ka):
-                src = a_t[p, k, i_first:i_first + rows]
-                dst = copy[k]
-                for t in range(rows):
-                    dst[t] = src[t]
-        for block in range(first, last):
-            i0 = block * MR
-            if copy_a:
-                _row_block_product(copy.T, i0 - first * MR, K4, b_panels[p], tile, out[p], i0)
-            else:
-                _row_block_product(a[p], i0, K4, b_panels[p], tile, out[p], i0)
-            for i in range(i0, min(i0 + MR, M)):
-                for c in range(n_edge):
-                    out[p, i, n_panels * NC + c] = row_dot(a[p, i, :K], b_edge[p, c])
+        first = task % tasks_per_matrix * blocks_per_task
+        edge = np.empty((MR, NC), a.dtype)  # (MR, NC) scratch for tiles at the edge of out
+        for q in range(n_panels):
+            j0 = q * NC
+            cols = min(NC, N - j0)
+            for block in range(first, min(first + blocks_per_task, row_blocks)):
+                i0 = block * MR
+                rows = min(MR, M - i0)
+                if rows == MR and cols == NC:
+                    tile_product(a[p], i0, 0, K, b_panels[p, q], out[p, i0:i0 + MR, j0:j0 + NC])
+                else:
+                    tile_product(a[p], i0, 0, K, b_panels[p, q], edge)
+                    out[p, i0:i0 + rows, j0:j0 + cols] = edge[:rows, :cols]
 
 
 @njit(cache=True)
@@ -223,26 +155,26 @@ def _pack_kernel(x, out):
                 dst[:] = zero
 
 
-def pack_rows(x, row_multiple, col_multiple):
-    """x (P, R, C) zero-padded to (P, Rp, Cp), Rp and Cp rounded up to the multiples.
+def pack_rows(x, row_multiple):
+    """x (P, R, C) with its rows zero-padded to (P, Rp, C), Rp rounded up to row_multiple.
 
-    The left operand of the micro-kernel, which reads it one scalar at a time, so its
-    strides do not matter: when no padding is needed x is returned as it is, even a
-    transposed view (copying a large transposed matrix costs about a third of the
-    product itself on the reference machine).
+    For the fused attention kernels, which work on whole blocks of MR query rows (the
+    GEMM itself needs no padded copy of its left operand). When no padding is needed x
+    is returned as it is, even a transposed view: the micro-kernel reads it one number at
+    a time, so its strides do not matter.
     """
     P, R, C = x.shape
-    shape = (P, round_up(R, row_multiple), round_up(C, col_multiple))
+    shape = (P, round_up(R, row_multiple), C)
     if x.shape == shape:
         return x
-    out = aligned_host_empty((P, 1) + shape[1:], x.dtype)  # (P, 1, Rp, Cp)
+    out = aligned_host_empty((P, 1) + shape[1:], x.dtype)  # (P, 1, Rp, C)
     with threads_for(out.size * COPY_NS / 1000):
         _pack_kernel(x, out)
     return out[:, 0]
 
 
-def pack_panels(x, row_multiple):
-    """x (P, R, C) cut into zero-padded column panels: (P, n_panels, Rp, NC), Rp rounded up to row_multiple.
+def pack_panels(x):
+    """x (P, R, C) cut into column panels of width NC, the last zero-padded: (P, n_panels, R, NC).
 
     The right operand of the micro-kernel: each panel is a C-contiguous block, so the rows
     the micro-kernel streams through lie next to each other in memory (in a plain (R, C)
@@ -250,7 +182,7 @@ def pack_panels(x, row_multiple):
     compete for the same few sets of the L1 cache).
     """
     P, R, C = x.shape
-    out = aligned_host_empty((P, round_up(C, NC) // NC, round_up(R, row_multiple), NC), x.dtype)
+    out = aligned_host_empty((P, round_up(C, NC) // NC, R, NC), x.dtype)
     with threads_for(out.size * COPY_NS / 1000):
         _pack_kernel(x, out)
     return out
@@ -267,62 +199,37 @@ def _check_pair(a, b, a_ndim, b_ndim):
         raise ValueError(f"a's last dim ({k_a}) must equal b's contraction dim ({k_b}); got shapes {a.shape} and {b.shape}.")
 
 
-EDGE_COLUMNS = 16  # at most this many columns after the last full panel are done as dot products
-EDGE_COST = 4  # a dot-product column costs about as much as this many panel columns (measured)
-
-
-def _edge_split(a, N):
-    """Number of b's last columns that `_bmm_kernel` computes as dot products instead of a padded panel.
-
-    A panel of NC = 64 columns costs the same however few of them are real, so the
-    lm_head's N = V = 65 would cost as much as N = 128. A few leftover columns are
-    cheaper as dot products of a row of a with a column of b (vectorized along k, about
-    EDGE_COST times slower per column than the micro-kernel). That needs a's rows
-    contiguous, so a transposed a always takes the padded panel.
-    """
-    edge = N % NC
-    if edge > EDGE_COLUMNS or a.strides[-1] != a.itemsize:
-        return 0
-    return edge
-
-
 def _padded_work(M, N):
     """Multiply-adds per step of k that the kernel does for an (M, N) output, padding included."""
-    edge = N % NC if N % NC <= EDGE_COLUMNS else 0
-    return round_up(M, MR) * ((N - edge) + EDGE_COST * edge)
+    return round_up(M, MR) * round_up(N, NC)
+
+
+TRANSPOSE_SAVING = 0.8  # compute b^T @ a^T when that does at most this fraction of the padded work
 
 
 def bmm(a, b):
     """Batched product with the handwritten Numba GEMM: a (P, M, K) @ b (P, K, N) -> (P, M, N).
 
     When N is small and M is not (the lm_head's N = V = 65 columns would be padded to
-    128), it computes the transposed product b^T @ a^T, whose padding is smaller, and
-    transposes the result back.
+    128), it computes the transposed product b^T @ a^T, whose padding is smaller, with the
+    kernel writing into the transposed view of the output (no copy).
     """
     _check_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
     P, M, K = a.shape
     N = b.shape[2]
-    if _padded_work(N, M) < _padded_work(M, N):
-        return np.ascontiguousarray(np.swapaxes(_bmm_padded(np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2)), 1, 2))
-    return _bmm_padded(a, b)
-
-
-def _bmm_padded(a, b):
-    """a (P, M, K) @ b (P, K, N) by `_bmm_kernel`, after packing the operands."""
-    P, M, K = a.shape
-    N = b.shape[2]
     out = np.empty((P, M, N), dtype=a.dtype)  # (P, M, N)
-    if a.strides[2] != a.itemsize:  # rows of a strided (a transposed view): `_bmm_kernel` copies them itself
-        a_rows, a_t = a, np.ascontiguousarray(np.swapaxes(a, 1, 2))  # (P, K, M), a view for a = dY^T
+    if _padded_work(N, M) <= TRANSPOSE_SAVING * _padded_work(M, N):
+        a, b, target = np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), np.swapaxes(out, 1, 2)  # (P, N, K), (P, K, M), (P, N, M)
     else:
-        a_rows, a_t = pack_rows(a, MR, 1), np.empty((0, 0, 0), a.dtype)  # padded in rows only: `_bmm_kernel` does the K % KU tail
-    n0 = N - _edge_split(a_rows, N)  # columns done by panels
-    b_panels = pack_panels(b[:, :, :n0], KU)  # (P, n0 / NC, Kp, NC)
-    b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, n0:], 1, 2))  # (P, N - n0, K): a few columns, as rows
+        target = out
+    if a.shape[1] == 0 or a.shape[2] == 0:  # nothing to multiply: an empty output, or a sum of no terms
+        out[...] = 0
+        return out
+    b_panels = pack_panels(b)  # (P, n_panels, K, NC)
     with threads_for(P * M * N * K * MULTIPLY_ADD_NS / 1000):
-        _bmm_kernel(a_rows, a_t, b_panels, b_edge, out)
+        _bmm_kernel(a, b_panels, target, BLOCKS_PER_TASK)
     return out
 
 
