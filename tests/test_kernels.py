@@ -513,7 +513,7 @@ def test_matmul_dispatch_rule(monkeypatch):
 
 @settings(deadline=None, max_examples=EXAMPLES)
 @given(
-    p=st.integers(1, 3),
+    p=st.integers(1, 5),  # from OWN_PACKING_MIN_BATCH = 4 on, each task packs its own b
     m=st.integers(1, 9),
     k=st.integers(1, 10),
     n=st.integers(1, 70),
@@ -533,26 +533,30 @@ def test_handwritten_gemm_and_bmm_match_numpy(p, m, k, n, transpose_a, transpose
     assert_close(K.gemm(a[0], b[0]), K.gemm_ref(a[0], b[0]))
 
 
-@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129)])
+@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129), (70, 5, 32), (130, 9, 20)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
     # Up to EDGE_COLUMNS columns after the last full panel are dot products (all of them
-    # when n < NC) if a's rows are contiguous; a transposed a takes the padded panel.
+    # when n <= 16) if a's rows are contiguous; otherwise the last panel is zero-padded,
+    # or, when n is small and m is not ((70, 32), (130, 20)), the transposed product is
+    # computed into the transposed output. Batches of 2 and of 4 (tasks packing their own b).
     rng = np.random.default_rng(m * n)
     a, b = rand(rng, (m, k), np.float64), rand(rng, (k, n), np.float64)
     if transpose_a:
         a = transposed_copy(a)
     assert_close(K.gemm(a, b), K.gemm_ref(a, b))
-    assert_close(K.bmm(np.stack([a, 2 * a]), np.stack([b, b])), K.bmm_ref(np.stack([a, 2 * a]), np.stack([b, b])))
+    for batch in (2, 4):
+        a_batch, b_batch = np.stack([a * (i + 1) for i in range(batch)]), np.stack([b] * batch)
+        assert_close(K.bmm(a_batch, b_batch), K.bmm_ref(a_batch, b_batch))
 
 
 @pytest.mark.parametrize("m, k, n", [(37, 13, 70), (65, 9, 128), (16, 4, 64), (33, 1, 5)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
-    # An a whose rows are strided (dY^T of the weight gradient) is copied by the kernel in
-    # tasks of 16 rows, zero-padded below row m: m spans several tasks and ends mid-block,
-    # k % KU != 0 exercises the one-at-a-time tail. Also a batched transposed view and a
-    # column-sliced a (strided rows that are not a plain transpose).
+    # An a whose rows are strided (dY^T of the weight gradient) is read in place: m spans
+    # several tasks of 16 rows and ends mid-block (the rows past the end re-read the last
+    # row and are dropped). Also a batched transposed view and a column-sliced a (strided
+    # rows that are not a plain transpose).
     rng = np.random.default_rng(m * k)
     a, b = rand(rng, (2, m, 2 * k), dtype), rand(rng, (2, k, n), dtype)
     for strided in (transposed_copy(a[:, :, :k]), a[:, :, ::2]):

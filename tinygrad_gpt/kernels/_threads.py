@@ -16,6 +16,9 @@ So the wrappers run a call on the calling thread alone when its estimated
 single-thread time is under PARALLEL_MIN_US. Each wrapper estimates that time from its
 size and the kernel's measured single-thread cost per element (float32, reference
 machine); the estimate only needs to be right within a factor of two near the line.
+The line is 150 us rather than the break-even 90 us because most kernels above split
+their work unevenly or are memory-bound; the GEMM, whose tasks are equal tiles, passes
+its own lower line (matmul.py).
 """
 
 import contextlib
@@ -26,10 +29,10 @@ PARALLEL_MIN_US = 150.0  # below this single-thread time, waking the other threa
 
 
 @contextlib.contextmanager
-def threads_for(serial_us):
-    """Run the enclosed kernel call on one thread if its single-thread estimate serial_us is under PARALLEL_MIN_US."""
+def threads_for(serial_us, parallel_min_us=PARALLEL_MIN_US):
+    """Run the enclosed kernel call on one thread if its single-thread estimate serial_us is under parallel_min_us."""
     previous = numba.get_num_threads()
-    if serial_us >= PARALLEL_MIN_US or previous == 1:
+    if serial_us >= parallel_min_us or previous == 1:
         yield
         return
     numba.set_num_threads(1)

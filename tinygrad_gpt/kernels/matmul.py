@@ -40,6 +40,7 @@ from ._aligned import aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
 from ._stack import stack_empty
 from ._threads import threads_for
+from ._vecmath import row_dot
 
 MR = 4  # rows of a tile of C (each loaded vector of B is used MR times)
 NC = 64  # columns of a tile of C and width of a panel of B: 4 vectors of 16 float32
@@ -48,7 +49,12 @@ BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task
 
 # Single-thread costs (float32, reference machine), for `threads_for`.
 MULTIPLY_ADD_NS = 0.01  # per multiply-add of the GEMM, tile overheads included (~200 GFLOP/s)
-COPY_NS = 0.3  # per element of the packing copy (0.1 from contiguous rows, 0.3-1.6 from a transposed view)
+COPY_NS = 0.4  # per element of the packing copy (0.1 from contiguous rows, 0.4 from a transposed view)
+# The GEMM's tasks are equal tiles, so two threads halve its time: they pay once t / 2 plus
+# the ~45 us of waking the second thread (see _threads.py) is below t, from t = 90 us.
+# Measured, 48 baby attention products (64 x 64 x 32, ~110 us on one thread): 1.0-1.2x
+# faster on two threads.
+GEMM_PARALLEL_MIN_US = 90.0
 
 
 # fastmath={"contract"} lets LLVM fuse each a * b + c into one FMA instruction. An FMA
@@ -81,22 +87,36 @@ def tile_product(A, i0, k0, k1, panel, tile):
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _bmm_kernel(a, b_panels, out, blocks_per_task):
-    """out[p] = a[p] @ b[p], for a (P, M, K) of any strides, b packed as b_panels (P, n_panels, K, NC).
+def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task):
+    """out[p] = a[p] @ b[p], for a (P, M, K) and b (P, K, N) of any strides.
 
+    The first N - n_edge columns of out come from panels of b; the last n_edge (0 or a
+    few, see `_edge_columns`) are dot products of rows of a with the rows of b_edge
+    (P, n_edge, K), b's last columns transposed.
+
+    b_panels (P, n_panels, K, NC) is b packed into panels, or empty (shape[0] == 0): then
+    each task packs the panels of its own b[p] (a batch of small matrices, where one call
+    that packs and multiplies beats two calls; a task is then a whole matrix).
     out (P, M, N) may be any view (a transposed one when `bmm` computes the transposed
-    product), N <= n_panels * NC. A task computes blocks_per_task blocks of MR rows of one
-    matrix against every panel; tiles that stick out of out (the last rows, the padded
-    columns of the last panel) go through a scratch tile and only their inside is copied.
+    product). A task computes blocks_per_task blocks of MR rows of one matrix against
+    every panel; tiles that stick out of out (the last rows, the padded columns of the
+    last panel) go through a scratch tile and only their inside is copied.
     """
     P, M, K = a.shape
-    n_panels = b_panels.shape[1]
-    N = out.shape[2]
+    n_edge = b_edge.shape[1]
+    N = out.shape[2] - n_edge  # columns done by panels
+    n_panels = (N + NC - 1) // NC
+    packs_own = b_panels.shape[0] == 0
     row_blocks = (M + MR - 1) // MR
     tasks_per_matrix = (row_blocks + blocks_per_task - 1) // blocks_per_task
     for task in prange(P * tasks_per_matrix):
         p = task // tasks_per_matrix
         first = task % tasks_per_matrix * blocks_per_task
+        if packs_own:
+            panels = np.empty((n_panels, K, NC), a.dtype)  # (n_panels, K, NC) b[p] packed
+            _pack_matrix(b[p], panels)
+        else:
+            panels = b_panels[p]
         edge = np.empty((MR, NC), a.dtype)  # (MR, NC) scratch for tiles at the edge of out
         for q in range(n_panels):
             j0 = q * NC
@@ -105,10 +125,13 @@ def _bmm_kernel(a, b_panels, out, blocks_per_task):
                 i0 = block * MR
                 rows = min(MR, M - i0)
                 if rows == MR and cols == NC:
-                    tile_product(a[p], i0, 0, K, b_panels[p, q], out[p, i0:i0 + MR, j0:j0 + NC])
+                    tile_product(a[p], i0, 0, K, panels[q], out[p, i0:i0 + MR, j0:j0 + NC])
                 else:
-                    tile_product(a[p], i0, 0, K, b_panels[p, q], edge)
+                    tile_product(a[p], i0, 0, K, panels[q], edge)
                     out[p, i0:i0 + rows, j0:j0 + cols] = edge[:rows, :cols]
+        for i in range(first * MR, min((first + blocks_per_task) * MR, M)):
+            for c in range(n_edge):
+                out[p, i, N + c] = row_dot(a[p, i], b_edge[p, c])
 
 
 @njit(cache=True)
@@ -120,39 +143,57 @@ def round_up(n, multiple):
 COPY_ROWS = 32  # rows of x one task of the packing copy moves
 
 
+@njit(cache=True)
+def _copy_block(x, i0, base, dst):
+    """dst[i, j] = x[i0 + i, base + j], or 0 where that is outside x; x (R, C) of any strides, dst (rows, width).
+
+    The copy reads x in memory order: row by row when x's rows are contiguous (the inner
+    loop then vectorizes, 0.09 ns per element on one core), column by column when its
+    columns are (a transposed view, where reading along a row would touch one cache line
+    per element).
+    """
+    R, C = x.shape
+    rows = max(0, min(dst.shape[0], R - i0))  # rows of dst that exist in x
+    cols = max(0, min(dst.shape[1], C - base))  # columns of dst that exist in x
+    dst[rows:, :] = 0
+    dst[:rows, cols:] = 0
+    if x.strides[1] <= x.strides[0]:
+        for i in range(rows):
+            src = x[i0 + i, base:base + cols]
+            row = dst[i]
+            for j in range(cols):
+                row[j] = src[j]
+    else:
+        for j in range(cols):
+            src = x[i0:i0 + rows, base + j]
+            for i in range(rows):
+                dst[i, j] = src[i]
+
+
+@njit(cache=True)
+def _pack_matrix(x, panels):
+    """panels[q] = columns q * NC .. q * NC + NC - 1 of x (R, C), zero-padded: panels (n_panels, R, NC)."""
+    for q in range(panels.shape[0]):
+        _copy_block(x, 0, q * NC, panels[q])
+
+
 @njit(parallel=True, cache=True)
 def _pack_kernel(x, out):
     """out[p, q, i, j] = x[p, i, q * width + j], or 0 outside x, for x (P, R, C) of any strides.
 
     out (P, n_panels, Rp, width) covers x; width = out.shape[3]. With one panel of width
     >= C this is a zero-padded copy; with width NC it cuts x into the column panels the
-    micro-kernel reads. Each task moves 32 rows of one panel, so the copy runs in
-    parallel and, for a transposed x, reads each source cache line while it is in L1
-    (NumPy's own copy of a transposed 768 x 512 matrix takes 1.5 ns per element).
+    micro-kernel reads. Each task moves 32 rows of one panel, so large copies run in
+    parallel (NumPy's own copy of a transposed 768 x 512 matrix takes 1.5 ns per element).
     """
-    P, R, C = x.shape
-    n_panels = out.shape[1]
-    Rp = out.shape[2]
-    width = out.shape[3]
-    zero = out.dtype.type(0)
+    P = x.shape[0]
+    n_panels, Rp, width = out.shape[1:]
     row_blocks = (Rp + COPY_ROWS - 1) // COPY_ROWS
     for task in prange(P * n_panels * row_blocks):
         p = task // (n_panels * row_blocks)
         q = task // row_blocks % n_panels
         i0 = task % row_blocks * COPY_ROWS
-        base = q * width  # column of x where panel q starts
-        cols = min(width, C - base)  # columns of the panel that exist in x
-        for i in range(i0, min(i0 + COPY_ROWS, Rp)):
-            # Row views taken once per row: with them the copy loop vectorizes when x's rows
-            # are contiguous (0.09 ns per element on one core, against 0.35 indexing out[p, q, i, j]).
-            dst = out[p, q, i]
-            if i < R:
-                src = x[p, i, base:base + cols]
-                for j in range(cols):
-                    dst[j] = src[j]
-                dst[cols:] = zero
-            else:
-                dst[:] = zero
+        _copy_block(x[p], i0, q * width, out[p, q, i0:i0 + COPY_ROWS])
 
 
 def pack_rows(x, row_multiple):
@@ -204,7 +245,27 @@ def _padded_work(M, N):
     return round_up(M, MR) * round_up(N, NC)
 
 
+EDGE_COLUMNS = 16  # at most this many columns after the last full panel are done as dot products
+
+
+def _edge_columns(a, N):
+    """How many of the last columns of a @ b (N columns) `_bmm_kernel` computes as dot products.
+
+    A panel costs the same however few of its NC = 64 columns are real, so the lm_head's
+    N = V = 65 would cost as much as N = 128. Up to EDGE_COLUMNS leftover columns are
+    cheaper as dot products of a row of a with a column of b, which needs a's rows
+    contiguous (the dot product runs along them).
+    """
+    edge = N % NC
+    if edge > EDGE_COLUMNS or a.strides[2] != a.itemsize:
+        return 0
+    return edge
+
+
 TRANSPOSE_SAVING = 0.8  # compute b^T @ a^T when that does at most this fraction of the padded work
+
+
+OWN_PACKING_MIN_BATCH = 4  # from this many matrices, a task is a whole matrix and packs its own b
 
 
 def bmm(a, b):
@@ -217,19 +278,24 @@ def bmm(a, b):
     _check_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
-    P, M, K = a.shape
-    N = b.shape[2]
-    out = np.empty((P, M, N), dtype=a.dtype)  # (P, M, N)
-    if _padded_work(N, M) <= TRANSPOSE_SAVING * _padded_work(M, N):
-        a, b, target = np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), np.swapaxes(out, 1, 2)  # (P, N, K), (P, K, M), (P, N, M)
-    else:
-        target = out
-    if a.shape[1] == 0 or a.shape[2] == 0:  # nothing to multiply: an empty output, or a sum of no terms
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)  # (P, M, N)
+    if a.shape[2] == 0:  # a sum of no terms
         out[...] = 0
         return out
-    b_panels = pack_panels(b)  # (P, n_panels, K, NC)
-    with threads_for(P * M * N * K * MULTIPLY_ADD_NS / 1000):
-        _bmm_kernel(a, b_panels, target, BLOCKS_PER_TASK)
+    target = out
+    n_edge = _edge_columns(a, b.shape[2])
+    if n_edge == 0 and _padded_work(b.shape[2], a.shape[1]) <= TRANSPOSE_SAVING * _padded_work(a.shape[1], b.shape[2]):
+        a, b, target = np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), np.swapaxes(out, 1, 2)  # (P, N, K), (P, K, M), (P, N, M)
+    P, M, K = a.shape
+    N = b.shape[2]
+    b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, N - n_edge:], 1, 2))  # (P, n_edge, K)
+    b = b[:, :, :N - n_edge]  # (P, K, N - n_edge): the columns done by panels
+    if P >= OWN_PACKING_MIN_BATCH:  # one parallel call that packs and multiplies
+        b_panels, blocks_per_task = np.empty((0, 0, 0, 0), a.dtype), round_up(M, MR) // MR
+    else:
+        b_panels, blocks_per_task = pack_panels(b), BLOCKS_PER_TASK  # (P, n_panels, K, NC)
+    with threads_for((P * M * N * K * MULTIPLY_ADD_NS + P * K * N * COPY_NS) / 1000, GEMM_PARALLEL_MIN_US):
+        _bmm_kernel(a, b, b_panels, b_edge, target, blocks_per_task)
     return out
 
 
