@@ -502,12 +502,16 @@ def test_matmul_dispatcher_equals_np_matmul(a_shape, b_shape, dtype):
 
 def test_matmul_dispatch_rule(monkeypatch):
     monkeypatch.delenv("TINYGPT_MATMUL", raising=False)
-    assert not K.uses_numba_gemm((768, 128), (128, 384))  # BLAS by default
-    monkeypatch.setenv("TINYGPT_MATMUL", "numba")
-    assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
-    assert K.uses_numba_gemm((64, 64), (64, 65))
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
+    assert K.uses_numba_gemm((64, 64), (64, 65))
+    assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
     assert not K.uses_numba_gemm((48, 64, 32), (48, 32, 64))  # per-matrix work decides
+    assert not K.uses_numba_gemm((1, 128), (128, 384))  # decoding
+    assert not K.uses_numba_gemm((5,), (5, 300))
+    monkeypatch.setenv("TINYGPT_MATMUL", "blas")
+    assert not K.uses_numba_gemm((768, 128), (128, 384))
+    monkeypatch.setenv("TINYGPT_MATMUL", "numba")
+    assert K.uses_numba_gemm((48, 64, 32), (48, 32, 64))
     assert not K.uses_numba_gemm((5,), (5, 300))
 
 

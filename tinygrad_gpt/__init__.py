@@ -5,6 +5,7 @@
     (x * x).sum().backward()   # x.grad == 2 * x
 """
 
+from . import _allocator  # noqa: F401  (first: tunes malloc for the many large arrays of a step)
 from . import ops  # attaches the operator methods to Tensor
 from . import functional
 from .functional import cat, stack

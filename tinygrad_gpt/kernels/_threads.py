@@ -1,11 +1,11 @@
 """When a parallel kernel is worth waking its threads.
 
-Every call of a `parallel=True` kernel wakes Numba's worker threads, which (with the
-OMP_WAIT_POLICY=PASSIVE this package sets, see __init__.py) sleep between calls.
-Measured on the reference machine, a 2-vCPU virtual machine: waking them costs about
-45 us per call (1.3 us when they are kept spinning). A kernel that takes t on one
-thread then takes at best t / 2 + 45 us on two. Measured at the baby GPT shape, one
-thread against two (float32):
+Every call of a `parallel=True` kernel hands work to Numba's worker threads, which
+spin for about 0.1 ms after a call and then sleep (see __init__.py). Measured on the
+reference machine, a 2-vCPU virtual machine: waking a sleeping thread costs about
+45 us per call (1.3 us when it is still spinning). A kernel that takes t on one
+thread then takes at best t / 2 + 45 us on two when the thread has gone to sleep.
+Measured at the baby GPT shape with sleeping threads, one thread against two (float32):
 
     layer norm fwd 25 / 59 us, bwd 47 / 72;  cross-entropy fwd 52 / 73, bwd 24 / 61;
     softmax bwd 30 / 61;  embedding bwd 48 / 81        -> one thread is faster

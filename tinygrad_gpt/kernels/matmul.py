@@ -320,39 +320,47 @@ def gemm_ref(a, b):
 
 
 # OpenBLAS runs a product on one thread when M * N * K is at most this (65536 times its
-# GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads (measured: a
-# 64 x 64 x 64 product leaves no thread spinning, a 64 x 128 x 64 product does).
+# GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads.
 BLAS_SINGLE_THREAD_WORK = 65536 * 4
 
 
 def uses_numba_gemm(a_shape, b_shape):
     """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
 
-    Rule: NumPy's BLAS for every product, unless the environment variable
-    TINYGPT_MATMUL=numba asks for the Numba GEMM on products with M * N * K > 2^18
-    (per matrix of a batch; smaller ones always go to BLAS, which runs them on the
-    calling thread).
+    Rule: the Numba GEMM for every product whose matrices have M * N * K above
+    BLAS_SINGLE_THREAD_WORK = 2^18 multiply-adds, the products OpenBLAS would spread
+    over its threads; NumPy's BLAS for the smaller ones, which OpenBLAS runs on the
+    calling thread (decoding, the attention products of small heads). The environment
+    variable TINYGPT_MATMUL overrides the rule: "blas" for BLAS everywhere, "numba" for
+    the Numba GEMM on every product of 2-D or batched matrices.
 
     Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
-    float32, OMP_WAIT_POLICY=PASSIVE as set by this package):
+    float32):
 
-    * A whole training step (zero_grad, forward, backward, AdamW) on a quiet machine:
-      44-50 ms with BLAS against 50-56 ms with the Numba GEMM for the baby GPT (4 layers,
-      C=128, B=12, T=64); 12.2 against 14.1 ms at 2 layers, C=64, B=32, T=32; 813 against
-      864 ms at 6 layers, C=384, B=8, T=256 (benchmarks/bench_train.py's configs).
-    * Product by product, alone on a quiet machine, BLAS is faster: 1.5-1.8x at the baby
-      shape (products of 0.1-0.5 ms, where packing and waking threads show), 1.0-1.1x on
-      the bigger shape's x @ W^T and dY @ W and 1.2-2.4x on its dW = dY^T @ x (whose
-      transposed left operand this kernel then read with a long stride; it now copies it
-      into contiguous rows, measured 1.1-1.5x faster on those products). Unpinned, the
-      batched attention products also favour np.matmul (the Numba bmm reaches 0.5-0.95x).
+    * Whole training steps (zero_grad, forward, backward, AdamW), alternating runs on a
+      quiet machine: baby GPT (4 layers, C=128, B=12, T=64) 22.3-23.5 ms with this rule
+      against 28.4-28.7 ms with BLAS everywhere; 2 layers, C=64, B=32, T=32: 6.2-6.9
+      against 6.5-7.2 ms; 6 layers, C=384, B=8, T=256: 482 against 768 ms.
+    * Keeping OpenBLAS's threads asleep is half of it. Its idle threads spin after each
+      product and then compete for the two cores with the Numba kernels that follow;
+      a rule that sent only the largest products to the Numba GEMM measured slower than
+      either extreme (baby GPT 49-54 ms, against 44-47 ms for each extreme, before the
+      allocator and thread settings of this package).
+    * Product by product, alone (benchmarks/bench_kernels.py): the Numba GEMM reaches
+      1.0-1.8x np.matmul's speed on the large products and 0.55-0.8x on the baby GPT's
+      smallest linear products (the attention projection and the lm_head, 6-13 M
+      multiply-adds, where np.matmul's spinning threads are already awake in a
+      benchmark loop but not in a training step).
     * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
       block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
-      instead of 0.1-4 ms) while the Numba kernels slow down about twice. That is what
-      TINYGPT_MATMUL=numba is for: training on a shared, busy machine.
+      instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
+      to keep the large products off BLAS.
     """
-    if os.environ.get("TINYGPT_MATMUL") != "numba" or len(a_shape) < 2 or len(b_shape) < 2:
+    if len(a_shape) < 2 or len(b_shape) < 2:
         return False
+    mode = os.environ.get("TINYGPT_MATMUL")
+    if mode in ("numba", "blas"):
+        return mode == "numba"
     M, K = a_shape[-2:]
     N = b_shape[-1]
     return M * N * K > BLAS_SINGLE_THREAD_WORK
