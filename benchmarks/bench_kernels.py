@@ -18,6 +18,10 @@ bigger one (B=8, T=256, C=384, nh=6, V=65), it prints:
    cache (cold: compiles) and again with the cache filled (warm).
 
 Times are medians of several repeats after a warm-up, float32 (the training dtype).
+Numba's threads are pinned (OMP_PROC_BIND=true, unless set otherwise): between the
+pauses below the worker thread falls asleep, and woken on the main thread's core it
+would make single calls 4-7x slower, which a training step does not see (see
+tinygrad_gpt/kernels/__init__.py).
 Kernel and reference are timed in alternating blocks, each after a 0.12 s pause: after
 a multithreaded BLAS call OpenBLAS keeps a thread spinning for ~0.1 s, which would
 otherwise steal a core from whatever is timed next.
@@ -31,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_PROC_BIND", "true")  # before Numba starts its threads; see the docstring
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a clone without installing
@@ -98,7 +104,8 @@ def machine_description():
         f"machine: {cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}",
         f"numpy {np.__version__} (BLAS: {blas}), numba {numba.__version__}, "
         f"{numba.config.NUMBA_NUM_THREADS} Numba threads, threading layer {numba.threading_layer()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, "
+        f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')}",
     ])
 
 

@@ -30,20 +30,23 @@ GOMP_SPINCOUNT: idle OpenMP threads spin for GOMP_SPINCOUNT = 10000 rounds (abou
 0.1 ms of CPU here) and then sleep. The kernels of a training step follow each other
 closely enough to find the thread still awake, and BLAS never competes with them,
 because `matmul` sends every product that OpenBLAS would run on several threads to the
-Numba GEMM (see `uses_numba_gemm`). Measured whole training steps, products by the
-dispatcher: baby GPT (4 layers, C=128) 37.8-37.9 ms against 41.0-41.5 ms with
-PASSIVE; 2 layers, C=64: 6.1-6.2 against 7.3-7.5 ms. Kernel calls too small to gain
+Numba GEMM (see `uses_numba_gemm`). Measured whole training steps, alternating runs
+on a quiet machine: baby GPT (4 layers, C=128) 22.9-23.8 ms against 25.3-26.3 ms with
+PASSIVE; 2 layers, C=64: 6.4-7.7 against 7.3-7.8 ms. Kernel calls too small to gain
 from a second thread run on one (see _threads.py). The variables must be set before
 Numba starts its thread pool, which is why this is the first thing the package does.
 
 Thread placement. A sleeping worker thread is sometimes woken on the core of the main
-thread, and the two then share one core until the scheduler moves one: measured, a
-(2048 x 384) @ (384 x 384) product went from 1.9 ms to 3.6-4.0 ms after a few seconds
-of a benchmark and stayed there. Pinning the threads (OMP_PROC_BIND=true in the
-environment before the first kernel call) removes that: the product stays at 1.9-2.0 ms,
-and the batched attention products run 1.25-1.85x faster than np.matmul instead of
-0.5-0.95x. This package does not pin by default, because pinning every process's main
-thread to core 0 would pile up several processes on one core.
+thread, and the two then share one core until the scheduler moves one. With spinning
+threads that is worse than with sleeping ones: the thread that waits at the end of a
+parallel loop spins on the core the other one needs. A training step keeps the worker
+awake (so it stays on its core), but calls separated by pauses, as in a benchmark of
+one kernel, let it fall asleep and wake in the wrong place: measured, a baby-GPT-sized
+product then took 0.65 ms instead of 0.09-0.15 ms, call after call. Pinning the
+threads (OMP_PROC_BIND=true in the environment before the first kernel call) removes
+that, which is why benchmarks/bench_kernels.py pins. This package does not pin by
+default, because pinning every process's main thread to core 0 would pile up several
+processes on one core; in whole training steps pinning measured the same (22.9-23.2 ms).
 """
 
 import os

@@ -50,11 +50,13 @@ BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task
 # Single-thread costs (float32, reference machine), for `threads_for`.
 MULTIPLY_ADD_NS = 0.01  # per multiply-add of the GEMM, tile overheads included (~200 GFLOP/s)
 COPY_NS = 0.4  # per element of the packing copy (0.1 from contiguous rows, 0.4 from a transposed view)
-# The GEMM's tasks are equal tiles, so two threads halve its time: they pay once t / 2 plus
-# the ~45 us of waking the second thread (see _threads.py) is below t, from t = 90 us.
-# Measured, 48 baby attention products (64 x 64 x 32, ~110 us on one thread): 1.0-1.2x
-# faster on two threads.
-GEMM_PARALLEL_MIN_US = 90.0
+# The GEMM's tasks are equal tiles, so two threads halve its time. They pay once t / 2
+# plus the cost of handing work to the second thread is below t: about 1 us while that
+# thread still spins after its last call (0.1 ms, see __init__.py), as it does between
+# the kernels of a training step, and 45 us once it sleeps (see _threads.py). Measured,
+# baby lm_head products (6.4 M multiply-adds, ~65 us on one thread): 0.60-0.87x
+# np.matmul's speed on one thread, 0.91-1.10x on two.
+GEMM_PARALLEL_MIN_US = 30.0
 
 
 # fastmath={"contract"} lets LLVM fuse each a * b + c into one FMA instruction. An FMA
@@ -87,20 +89,19 @@ def tile_product(A, i0, k0, k1, panel, tile):
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task):
+def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task, panels_per_task):
     """out[p] = a[p] @ b[p], for a (P, M, K) and b (P, K, N) of any strides.
-
-    The first N - n_edge columns of out come from panels of b; the last n_edge (0 or a
-    few, see `_edge_columns`) are dot products of rows of a with the rows of b_edge
-    (P, n_edge, K), b's last columns transposed.
 
     b_panels (P, n_panels, K, NC) is b packed into panels, or empty (shape[0] == 0): then
     each task packs the panels of its own b[p] (a batch of small matrices, where one call
     that packs and multiplies beats two calls; a task is then a whole matrix).
+    The first N - n_edge columns of out come from panels of b; the last n_edge (0 or a
+    few, see `_edge_columns`) are dot products of rows of a with the rows of b_edge
+    (P, n_edge, K), b's last columns transposed.
     out (P, M, N) may be any view (a transposed one when `bmm` computes the transposed
     product). A task computes blocks_per_task blocks of MR rows of one matrix against
-    every panel; tiles that stick out of out (the last rows, the padded columns of the
-    last panel) go through a scratch tile and only their inside is copied.
+    panels_per_task panels; tiles that stick out of out (the last rows, the padded
+    columns of the last panel) go through a scratch tile and only their inside is copied.
     """
     P, M, K = a.shape
     n_edge = b_edge.shape[1]
@@ -108,20 +109,23 @@ def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task):
     n_panels = (N + NC - 1) // NC
     packs_own = b_panels.shape[0] == 0
     row_blocks = (M + MR - 1) // MR
-    tasks_per_matrix = (row_blocks + blocks_per_task - 1) // blocks_per_task
-    for task in prange(P * tasks_per_matrix):
-        p = task // tasks_per_matrix
-        first = task % tasks_per_matrix * blocks_per_task
+    row_groups = (row_blocks + blocks_per_task - 1) // blocks_per_task
+    panel_groups = max(1, (n_panels + panels_per_task - 1) // panels_per_task)  # 1 when all columns are edge
+    for task in prange(P * row_groups * panel_groups):
+        p = task // (row_groups * panel_groups)
+        first = task // panel_groups % row_groups * blocks_per_task  # first row block of the task
+        last = min(first + blocks_per_task, row_blocks)
+        group = task % panel_groups
         if packs_own:
             panels = np.empty((n_panels, K, NC), a.dtype)  # (n_panels, K, NC) b[p] packed
             _pack_matrix(b[p], panels)
         else:
             panels = b_panels[p]
         edge = np.empty((MR, NC), a.dtype)  # (MR, NC) scratch for tiles at the edge of out
-        for q in range(n_panels):
+        for q in range(group * panels_per_task, min((group + 1) * panels_per_task, n_panels)):
             j0 = q * NC
             cols = min(NC, N - j0)
-            for block in range(first, min(first + blocks_per_task, row_blocks)):
+            for block in range(first, last):
                 i0 = block * MR
                 rows = min(MR, M - i0)
                 if rows == MR and cols == NC:
@@ -129,9 +133,10 @@ def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task):
                 else:
                     tile_product(a[p], i0, 0, K, panels[q], edge)
                     out[p, i0:i0 + rows, j0:j0 + cols] = edge[:rows, :cols]
-        for i in range(first * MR, min((first + blocks_per_task) * MR, M)):
-            for c in range(n_edge):
-                out[p, i, N + c] = row_dot(a[p, i], b_edge[p, c])
+        if group == 0:
+            for i in range(first * MR, min(last * MR, M)):
+                for c in range(n_edge):
+                    out[p, i, N + c] = row_dot(a[p, i], b_edge[p, c])
 
 
 @njit(cache=True)
@@ -290,12 +295,13 @@ def bmm(a, b):
     N = b.shape[2]
     b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, N - n_edge:], 1, 2))  # (P, n_edge, K)
     b = b[:, :, :N - n_edge]  # (P, K, N - n_edge): the columns done by panels
-    if P >= OWN_PACKING_MIN_BATCH:  # one parallel call that packs and multiplies
-        b_panels, blocks_per_task = np.empty((0, 0, 0, 0), a.dtype), round_up(M, MR) // MR
-    else:
-        b_panels, blocks_per_task = pack_panels(b), BLOCKS_PER_TASK  # (P, n_panels, K, NC)
+    n_panels = round_up(b.shape[2], NC) // NC
+    if P >= OWN_PACKING_MIN_BATCH:  # one parallel call that packs and multiplies: a task per matrix
+        b_panels, blocks_per_task, panels_per_task = np.empty((0, 0, 0, 0), a.dtype), round_up(M, MR) // MR, n_panels
+    else:  # a task per (group of row blocks, panel), so that even a few rows (M = 65) make enough tasks
+        b_panels, blocks_per_task, panels_per_task = pack_panels(b), BLOCKS_PER_TASK, 1  # (P, n_panels, K, NC)
     with threads_for((P * M * N * K * MULTIPLY_ADD_NS + P * K * N * COPY_NS) / 1000, GEMM_PARALLEL_MIN_US):
-        _bmm_kernel(a, b, b_panels, b_edge, target, blocks_per_task)
+        _bmm_kernel(a, b, b_panels, b_edge, target, blocks_per_task, max(panels_per_task, 1))
     return out
 
 
