@@ -7,7 +7,11 @@ One step = zero_grad + forward + loss + backward + AdamW, float32, on a fixed
 random batch. Both models have identical weights (PyTorch's twin is loaded from
 our state_dict). Steps are timed in interleaved rounds (ours, theirs, ours, ...)
 so that the machine's drift hits both alike; we report the median step time,
-tokens/s and the ratio. Peak memory (RSS) comes from one fresh subprocess per
+tokens/s and the ratio. Both run in this one process, so PyTorch runs with the
+settings `import tinygrad_gpt` makes for the whole process (glibc malloc
+thresholds, OpenMP spin; see the README's design notes), which speed it up too. A
+second table times PyTorch in a process of its own that never imports
+tinygrad_gpt (torch_twin.py run as a script), as a user would run it. Peak memory (RSS) comes from one fresh subprocess per
 framework running the baby config. Without PyTorch installed, our figures alone.
 """
 
@@ -88,6 +92,23 @@ def torch_stepper(model, x, y):
     return step
 
 
+def torch_alone_seconds(name, steps):
+    """Median step of a PyTorch twin of config `name`, timed in a fresh process without tinygrad_gpt."""
+    script = os.path.join(REPO, "benchmarks", "torch_twin.py")
+    out = subprocess.run([sys.executable, script, "--time-steps", *map(str, CONFIGS[name]), str(steps)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def bench_torch_alone(names, steps, ours):
+    print("\n## PyTorch in a process of its own (no tinygrad_gpt import, so PyTorch's own malloc and OpenMP defaults)\n")
+    print("| config | PyTorch alone ms | ours ms (table above) | ours/PyTorch-alone speed |")
+    print("|---|---|---|---|")
+    for name in names:
+        alone = torch_alone_seconds(name, steps)
+        print(f"| ({name}) | {alone * 1e3:.1f} | {ours[name] * 1e3:.1f} | **{alone / ours[name]:.2f}x** |", flush=True)
+
+
 def time_interleaved(steppers, warmup, steps, rounds=4):
     """Median seconds per step for each stepper, measured in alternating rounds."""
     for step in steppers.values():
@@ -108,12 +129,14 @@ def bench_steps(names, warmup, steps):
     print(f"\n## Training step (median of {steps} steps after {warmup} warm-up, float32)\n")
     print("| config (layers/heads/embd, block, batch) | ours ms | ours tok/s | PyTorch ms | PyTorch tok/s | ours/PyTorch speed |")
     print("|---|---|---|---|---|---|")
+    ours = {}
     for name in names:
         model, x, y = build(name)
         steppers = {"ours": our_stepper(model, x, y)}
         if torch is not None:
             steppers["torch"] = torch_stepper(model, x, y)
         t = time_interleaved(steppers, warmup, steps)
+        ours[name] = t["ours"]
         tokens = x.size
         l, h, e, bs, b = CONFIGS[name]
         row = f"| ({name}) {l}/{h}/{e}, {bs}, {b} | {t['ours'] * 1e3:.1f} | {tokens / t['ours']:,.0f} |"
@@ -122,6 +145,7 @@ def bench_steps(names, warmup, steps):
         else:
             row += " - | - | - |"
         print(row, flush=True)
+    return ours
 
 
 def bench_sampling(new_tokens):
@@ -203,7 +227,9 @@ def main():
     names = args.configs or ("ac" if args.quick else "abc")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ", PyTorch not installed"))
-    bench_steps(names, warmup=5 if not args.quick else 2, steps=steps)
+    ours = bench_steps(names, warmup=5 if not args.quick else 2, steps=steps)
+    if torch is not None:
+        bench_torch_alone(names, steps, ours)
     bench_sampling(new_tokens=100 if args.quick else 300)
     bench_memory(steps=20 if args.quick else 50)
 

@@ -4,7 +4,16 @@ The same architecture as nanoGPT (pre-LN blocks, fused qkv projection, 4x MLP
 with exact GELU, tied lm_head/wte, optional biases) with the same
 state_dict names, so weights move between the two models without renaming.
 Needs PyTorch (`pip install torch==2.13.0`); the library itself never imports this.
+
+Run as a script it times training steps of a twin on its own, in a process that
+never imports tinygrad_gpt (whose import tunes malloc and OpenMP for the whole
+process, PyTorch included): `python benchmarks/torch_twin.py --time-steps
+N_LAYER N_HEAD N_EMBD BLOCK BATCH STEPS` prints the median step in seconds.
 """
+
+import argparse
+import time
+import types
 
 import numpy as np
 import torch
@@ -125,3 +134,33 @@ def configure_torch_optimizer(twin, lr, betas, weight_decay, eps=1e-8):
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
+
+
+def time_steps_alone(n_layer, n_head, n_embd, block_size, batch_size, steps, vocab_size=65, warmup=5):
+    """Median seconds of a training step (zero_grad, forward, backward, AdamW) of a fresh twin, float32."""
+    torch.manual_seed(0)
+    config = types.SimpleNamespace(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                                   vocab_size=vocab_size, dropout=0.0, bias=False)
+    twin = TorchGPT(config)  # PyTorch's own init: the weights do not change the time of a step
+    optimizer = configure_torch_optimizer(twin, 1e-3, (0.9, 0.99), 0.1)
+    x = torch.randint(0, vocab_size, (batch_size, block_size))
+    y = torch.randint(0, vocab_size, (batch_size, block_size))
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = twin(x, y)
+        loss.backward()
+        optimizer.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Time training steps of a PyTorch twin in a process of its own.")
+    parser.add_argument("--time-steps", nargs=6, type=int, required=True,
+                        metavar=("N_LAYER", "N_HEAD", "N_EMBD", "BLOCK", "BATCH", "STEPS"))
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    print(time_steps_alone(*args.time_steps))

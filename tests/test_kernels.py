@@ -537,13 +537,14 @@ def test_handwritten_gemm_and_bmm_match_numpy(p, m, k, n, transpose_a, transpose
     assert_close(K.gemm(a[0], b[0]), K.gemm_ref(a[0], b[0]))
 
 
-@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129), (70, 5, 32), (130, 9, 20)])
+@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129), (70, 5, 24), (130, 9, 22)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
     # Up to EDGE_COLUMNS columns after the last full panel are dot products (all of them
     # when n <= 16) if a's rows are contiguous; otherwise the last panel is zero-padded,
-    # or, when n is small and m is not ((70, 32), (130, 20)), the transposed product is
-    # computed into the transposed output. Batches of 2 and of 4 (tasks packing their own b).
+    # or, when n is small and m is not ((70, 24), (130, 22): its last row block partial),
+    # the transposed product is computed into the transposed output. Batches of 2 and of
+    # 4 (tasks packing their own b).
     rng = np.random.default_rng(m * n)
     a, b = rand(rng, (m, k), np.float64), rand(rng, (k, n), np.float64)
     if transpose_a:
@@ -573,6 +574,34 @@ def test_gemm_of_empty_and_unit_shapes():
     a = np.ones((3, 0), np.float32)
     np.testing.assert_array_equal(K.gemm(a, np.ones((0, 2), np.float32)), np.zeros((3, 2), np.float32))
     assert K.gemm(np.full((1, 1), 2.0), np.full((1, 1), 3.0))[0, 0] == 6.0
+    for p, m, k, n in [(1, 0, 3, 5), (4, 0, 3, 5), (1, 5, 3, 0), (4, 5, 3, 0), (4, 0, 3, 0), (0, 2, 3, 4)]:
+        a, b = np.ones((p, m, k)), np.ones((p, k, n))
+        np.testing.assert_array_equal(K.bmm(a, b), K.bmm_ref(a, b))
+
+
+def test_matmul_forced_to_the_numba_gemm_handles_empty_shapes(monkeypatch):
+    monkeypatch.setenv("TINYGPT_MATMUL", "numba")
+    for a_shape, b_shape in [((3, 0), (0, 2)), ((0, 4), (4, 5)), ((2, 3, 0), (2, 0, 4)), ((2, 3, 4), (4, 0))]:
+        a, b = np.ones(a_shape), np.ones(b_shape)
+        np.testing.assert_array_equal(K.matmul(a, b), np.matmul(a, b))
+
+
+@pytest.mark.parametrize("p, m, k, n, transpose_a", [(1, 37, 20, 200, False), (2, 37, 20, 200, True),
+                                                     (4, 37, 20, 200, False), (1, 130, 9, 22, False)])
+def test_gemm_on_two_threads(monkeypatch, p, m, k, n, transpose_a):
+    # Test shapes are small enough to run on one thread, where tasks run one after the
+    # other; with the line at 0 us they run on two, so a task writing outside its own
+    # tiles would show. Many tasks: several row groups and panels, edge columns, a
+    # transposed product (130, 22), a strided a, a batch whose tasks pack their own b.
+    import importlib
+
+    matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
+    monkeypatch.setattr(matmul_module, "GEMM_PARALLEL_MIN_US", 0.0)
+    rng = np.random.default_rng(m + n + p)
+    a, b = rand(rng, (p, m, k), np.float64), rand(rng, (p, k, n), np.float64)
+    if transpose_a:
+        a = transposed_copy(a)
+    assert_close(K.bmm(a, b), K.bmm_ref(a, b))
 
 
 # ----------------------------------------------------------------------------- attention
@@ -604,13 +633,18 @@ def test_attention_matches_reference(b, nh, tq, extra_keys, hs, causal, dtype, s
         assert_close(g, r)
 
 
-@pytest.mark.parametrize("tq, tk, causal", [(1, 1, True), (5, 5, True), (3, 9, True), (7, 6, False)])
+@pytest.mark.parametrize("tq, tk, causal, hs", [(1, 1, True, 64), (5, 5, True, 64), (3, 9, True, 64), (7, 6, False, 64),
+                                               (70, 70, True, 64), (67, 133, False, 64), (130, 131, True, 64),
+                                               (66, 70, True, 128)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_attention_backward_at_head_size_64(tq, tk, causal, dtype):
+def test_fused_attention_backward_at_head_size_64(tq, tk, causal, hs, dtype):
     # attention_backward runs its fused kernel only when hs is a multiple of 64 (the
-    # panel width); the hypothesis test above mostly draws other sizes.
+    # panel width); the hypothesis test above mostly draws other sizes. From 64 keys on,
+    # the scores span several panels and the key blocks of dk and dv pass the first panel.
+    if JIT_OFF and tq > 10:
+        pytest.skip("long sequences are slow as plain Python")
     rng = np.random.default_rng(15)
-    q, k, v = rand(rng, (1, 2, tq, 64), dtype), rand(rng, (1, 2, tk, 64), dtype), rand(rng, (1, 2, tk, 64), dtype)
+    q, k, v = rand(rng, (1, 2, tq, hs), dtype), rand(rng, (1, 2, tk, hs), dtype), rand(rng, (1, 2, tk, hs), dtype)
     y, att = K.attention_forward(q, k, v, 0.125, causal)
     assert_close(y, K.attention_forward_ref(q, k, v, 0.125, causal)[0])
     dy = rand(rng, y.shape, dtype)

@@ -22,7 +22,6 @@ entry in GLIBC_TUNABLES), which then win.
 """
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -44,11 +43,8 @@ def configure_malloc():
     """Apply the thresholds above; returns True if glibc accepted them, False if nothing was changed."""
     if not sys.platform.startswith("linux") or user_tuned_malloc():
         return False
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(libc_name).mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into the process
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

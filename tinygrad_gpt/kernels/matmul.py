@@ -16,19 +16,23 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
   (K, NC) block, so each step of k reads one stretch of 256 bytes; in a plain (K, N)
   array the rows would be N * itemsize bytes apart, for N a power of two all in the same
   few sets of the L1 cache. The last panel is zero-padded; its padded columns are
-  computed and dropped. When N is small and M is not (the lm_head's N = V = 65 would be
-  padded to 128), `bmm` computes the transposed product b^T @ a^T instead, writing its
-  tiles straight into the transposed output.
+  computed and dropped. Up to 16 columns left after the last full panel (the lm_head's
+  N = V = 65) are dot products instead, see `_edge_columns`; and when N is small and M
+  is not (an attention head's N = 32 would be padded to 64), `bmm` computes the
+  transposed product b^T @ a^T, writing its tiles straight into the transposed output.
 * A is read in place, whatever its strides: 4 numbers per step of k, from 4 rows that
   stay in cache while the task sweeps the panels of B. Rows past the end of A (the last
   block of rows when M % 4 != 0) re-read A's last row and their results are dropped, so
   A is never copied or padded.
-* Parallel tasks: one per (matrix of the batch, group of row blocks); a task sweeps
-  every panel of B with its rows, and writes disjoint rows of the output.
+* Parallel tasks: one per (group of 4 row blocks, panel of B) of a single product, so
+  that even a few rows make enough tasks; one per matrix for a batch of 4 or more
+  matrices, each task packing its own B. Tasks write disjoint tiles of the output.
 
 On one core the micro-kernel reaches about 230 GFLOP/s in float32 on AVX-512 (the
 reference machine), against about 125 for one thread of OpenBLAS; `bench_kernels.py`
-measures every product of a training step.
+measures every product of a training step. The 4 x 64 tile is sized for AVX-512's 32
+vector registers: with AVX2's 16 registers of 8 floats it would not fit, and the
+compiler would spill it to memory (not measured here; a narrower tile would be needed).
 """
 
 import os
@@ -36,7 +40,7 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from ._aligned import aligned_host_empty
+from ._aligned import aligned_empty, aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
 from ._stack import stack_empty
 from ._threads import threads_for
@@ -66,9 +70,10 @@ GEMM_PARALLEL_MIN_US = 30.0
 def tile_product(A, i0, k0, k1, panel, tile):
     """tile[r, j] = sum over k in [k0, k1) of A[i0 + r, k] * panel[k, j], for r < MR, j < NC.
 
-    The micro-kernel every product in this package is built on. A is any 2-D array (rows
-    i0 + r past its end read its last row instead); panel is a C-contiguous (K, NC) block
-    of columns of the right operand; tile is any (MR, NC) array, overwritten.
+    The micro-kernel every product in this package is built on. A is any 2-D array with
+    at least one row (rows i0 + r past its end read its last row instead); panel is a
+    C-contiguous (K, NC) block of columns of the right operand; tile is any (MR, NC)
+    array, overwritten.
 
     The loops over r and j have constant trip counts, so LLVM unrolls them, vectorizes j,
     and keeps `acc` (on the stack, see _stack.py) in 16 vector registers for the whole
@@ -117,7 +122,7 @@ def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task, panels_per_task):
         last = min(first + blocks_per_task, row_blocks)
         group = task % panel_groups
         if packs_own:
-            panels = np.empty((n_panels, K, NC), a.dtype)  # (n_panels, K, NC) b[p] packed
+            panels = aligned_empty(n_panels * K * NC, a.dtype).reshape((n_panels, K, NC))  # b[p] packed
             _pack_matrix(b[p], panels)
         else:
             panels = b_panels[p]
@@ -276,15 +281,15 @@ OWN_PACKING_MIN_BATCH = 4  # from this many matrices, a task is a whole matrix a
 def bmm(a, b):
     """Batched product with the handwritten Numba GEMM: a (P, M, K) @ b (P, K, N) -> (P, M, N).
 
-    When N is small and M is not (the lm_head's N = V = 65 columns would be padded to
-    128), it computes the transposed product b^T @ a^T, whose padding is smaller, with the
+    When N is small and M is not (an attention head's N = 32 columns would be padded to
+    64), it computes the transposed product b^T @ a^T, whose padding is smaller, with the
     kernel writing into the transposed view of the output (no copy).
     """
     _check_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
     out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)  # (P, M, N)
-    if a.shape[2] == 0:  # a sum of no terms
+    if out.size == 0 or a.shape[2] == 0:  # nothing to compute, or sums of no terms
         out[...] = 0
         return out
     target = out
@@ -399,7 +404,7 @@ def _stacked(x, batch):
     """x (..., R, C) broadcast to batch + (R, C) and flattened to (P, R, C): a view when possible."""
     if x.shape[:-2] != batch:
         x = np.broadcast_to(x, batch + x.shape[-2:])
-    return x.reshape((-1,) + x.shape[-2:])
+    return x.reshape((int(np.prod(batch)),) + x.shape[-2:])
 
 
 def matmul_ref(a, b):
