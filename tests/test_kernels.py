@@ -505,7 +505,9 @@ def test_matmul_dispatch_rule(monkeypatch):
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
     assert K.uses_numba_gemm((64, 64), (64, 65))
     assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
-    assert not K.uses_numba_gemm((48, 64, 32), (48, 32, 64))  # per-matrix work decides
+    assert K.uses_numba_gemm((48, 64, 32), (48, 32, 64))  # a batch of 2^22.6 multiply-adds
+    assert K.uses_numba_gemm((12, 4, 64, 32), (1, 4, 32, 64))  # broadcast batch dims count
+    assert not K.uses_numba_gemm((64, 32, 32), (64, 32, 32))  # a batch of 2^21
     assert not K.uses_numba_gemm((1, 128), (128, 384))  # decoding
     assert not K.uses_numba_gemm((5,), (5, 300))
     monkeypatch.setenv("TINYGPT_MATMUL", "blas")

@@ -250,9 +250,9 @@ def _check_pair(a, b, a_ndim, b_ndim):
         raise ValueError(f"a's last dim ({k_a}) must equal b's contraction dim ({k_b}); got shapes {a.shape} and {b.shape}.")
 
 
-def _padded_work(M, N):
-    """Multiply-adds per step of k that the kernel does for an (M, N) output, padding included."""
-    return round_up(M, MR) * round_up(N, NC)
+def _estimated_us(M, K, N):
+    """Single-thread time estimate of an (M, K) @ (K, N) product: the tiles, padding included, and packing b."""
+    return (round_up(M, MR) * round_up(N, NC) * K * MULTIPLY_ADD_NS + K * round_up(N, NC) * COPY_NS) / 1000
 
 
 EDGE_COLUMNS = 16  # at most this many columns after the last full panel are done as dot products
@@ -272,7 +272,7 @@ def _edge_columns(a, N):
     return edge
 
 
-TRANSPOSE_SAVING = 0.8  # compute b^T @ a^T when that does at most this fraction of the padded work
+TRANSPOSE_SAVING = 0.8  # compute b^T @ a^T when its estimated time is at most this fraction
 
 
 OWN_PACKING_MIN_BATCH = 4  # from this many matrices, a task is a whole matrix and packs its own b
@@ -281,9 +281,10 @@ OWN_PACKING_MIN_BATCH = 4  # from this many matrices, a task is a whole matrix a
 def bmm(a, b):
     """Batched product with the handwritten Numba GEMM: a (P, M, K) @ b (P, K, N) -> (P, M, N).
 
-    When N is small and M is not (an attention head's N = 32 columns would be padded to
-    64), it computes the transposed product b^T @ a^T, whose padding is smaller, with the
-    kernel writing into the transposed view of the output (no copy).
+    When the transposed product b^T @ a^T is estimated to be cheaper, by its padding (an
+    attention head's N = 32 columns would be padded to 64) or by the operand it packs
+    (a few rows of a against a wide weight b, as when generating text), it computes that
+    instead, the kernel writing into the transposed view of the output (no copy).
     """
     _check_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
@@ -294,7 +295,8 @@ def bmm(a, b):
         return out
     target = out
     n_edge = _edge_columns(a, b.shape[2])
-    if n_edge == 0 and _padded_work(b.shape[2], a.shape[1]) <= TRANSPOSE_SAVING * _padded_work(a.shape[1], b.shape[2]):
+    M, K, N = a.shape[1], a.shape[2], b.shape[2]
+    if n_edge == 0 and _estimated_us(N, K, M) <= TRANSPOSE_SAVING * _estimated_us(M, K, N):
         a, b, target = np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), np.swapaxes(out, 1, 2)  # (P, N, K), (P, K, M), (P, N, M)
     P, M, K = a.shape
     N = b.shape[2]
@@ -305,7 +307,7 @@ def bmm(a, b):
         b_panels, blocks_per_task, panels_per_task = np.empty((0, 0, 0, 0), a.dtype), round_up(M, MR) // MR, n_panels
     else:  # a task per (group of row blocks, panel), so that even a few rows (M = 65) make enough tasks
         b_panels, blocks_per_task, panels_per_task = pack_panels(b), BLOCKS_PER_TASK, 1  # (P, n_panels, K, NC)
-    with threads_for((P * M * N * K * MULTIPLY_ADD_NS + P * K * N * COPY_NS) / 1000, GEMM_PARALLEL_MIN_US):
+    with threads_for(P * _estimated_us(M, K, N), GEMM_PARALLEL_MIN_US):
         _bmm_kernel(a, b, b_panels, b_edge, target, blocks_per_task, max(panels_per_task, 1))
     return out
 
@@ -333,6 +335,7 @@ def gemm_ref(a, b):
 # OpenBLAS runs a product on one thread when M * N * K is at most this (65536 times its
 # GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads.
 BLAS_SINGLE_THREAD_WORK = 65536 * 4
+BATCH_MIN_WORK = 2**22  # multiply-adds of a whole batch of small matrices from which the Numba GEMM runs them
 
 
 def uses_numba_gemm(a_shape, b_shape):
@@ -340,28 +343,32 @@ def uses_numba_gemm(a_shape, b_shape):
 
     Rule: the Numba GEMM for every product whose matrices have M * N * K above
     BLAS_SINGLE_THREAD_WORK = 2^18 multiply-adds, the products OpenBLAS would spread
-    over its threads; NumPy's BLAS for the smaller ones, which OpenBLAS runs on the
-    calling thread (decoding, the attention products of small heads). The environment
-    variable TINYGPT_MATMUL overrides the rule: "blas" for BLAS everywhere, "numba" for
-    the Numba GEMM on every product of 2-D or batched matrices.
+    over its threads, and for batches of smaller matrices worth BATCH_MIN_WORK = 2^22
+    multiply-adds in all (the attention products of the baby GPT: 48 x 64 x 64 x 32);
+    NumPy's BLAS for the rest, which OpenBLAS runs on the calling thread (decoding with
+    the KV cache, tiny models). The environment variable TINYGPT_MATMUL overrides the
+    rule: "blas" for BLAS everywhere, "numba" for the Numba GEMM on every product of 2-D
+    or batched matrices.
 
     Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
     float32):
 
     * Whole training steps (zero_grad, forward, backward, AdamW), alternating runs on a
-      quiet machine: baby GPT (4 layers, C=128, B=12, T=64) 22.3-23.5 ms with this rule
-      against 28.4-28.7 ms with BLAS everywhere; 2 layers, C=64, B=32, T=32: 6.2-6.9
-      against 6.5-7.2 ms; 6 layers, C=384, B=8, T=256: 482 against 768 ms.
+      quiet machine: baby GPT (4 layers, C=128, B=12, T=64) 22.3-23.5 ms with the
+      Numba GEMM on the products above 2^18 against 28.4-28.7 ms with BLAS everywhere;
+      2 layers, C=64, B=32, T=32: 6.2-6.9 against 6.5-7.2 ms; 6 layers, C=384, B=8,
+      T=256: 482 against 768 ms. Adding the batches above 2^22 changed no step time
+      measurably (baby 23.5-24.1 against 23.3-24.2 ms).
     * Keeping OpenBLAS's threads asleep is half of it. Its idle threads spin after each
-      product and then compete for the two cores with the Numba kernels that follow;
-      a rule that sent only the largest products to the Numba GEMM measured slower than
-      either extreme (baby GPT 49-54 ms, against 44-47 ms for each extreme, before the
-      allocator and thread settings of this package).
-    * Product by product, alone (benchmarks/bench_kernels.py): the Numba GEMM reaches
-      1.0-1.8x np.matmul's speed on the large products and 0.55-0.8x on the baby GPT's
-      smallest linear products (the attention projection and the lm_head, 6-13 M
-      multiply-adds, where np.matmul's spinning threads are already awake in a
-      benchmark loop but not in a training step).
+      multithreaded product and then compete for the two cores with the Numba kernels
+      that follow; a rule that sent only the largest products to the Numba GEMM
+      measured slower than either extreme (baby GPT 49-54 ms, against 44-47 ms for
+      each extreme, before the allocator and thread settings of this package).
+    * Product by product, alone (benchmarks/bench_kernels.py, threads pinned): the
+      Numba GEMM reaches 1.05-1.8x np.matmul's speed on every linear product of both
+      GPTs but the baby lm_head's (6.4 M multiply-adds, 0.8-1.1x, about 60 us where the
+      two measurements differ by noise), and 1.5-2.1x on the batched attention
+      products of both.
     * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
       block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
       instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
@@ -374,7 +381,8 @@ def uses_numba_gemm(a_shape, b_shape):
         return mode == "numba"
     M, K = a_shape[-2:]
     N = b_shape[-1]
-    return M * N * K > BLAS_SINGLE_THREAD_WORK
+    batch = int(np.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2])))
+    return M * N * K > BLAS_SINGLE_THREAD_WORK or batch * M * N * K >= BATCH_MIN_WORK
 
 
 def _check_matmul(a, b):
