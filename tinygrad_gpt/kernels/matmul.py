@@ -381,8 +381,12 @@ def uses_numba_gemm(a_shape, b_shape):
         return mode == "numba"
     M, K = a_shape[-2:]
     N = b_shape[-1]
+    if M * N * K > BLAS_SINGLE_THREAD_WORK:
+        return True
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return False
     batch = int(np.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2])))
-    return M * N * K > BLAS_SINGLE_THREAD_WORK or batch * M * N * K >= BATCH_MIN_WORK
+    return batch * M * N * K >= BATCH_MIN_WORK
 
 
 def _check_matmul(a, b):
