@@ -8,6 +8,8 @@ which also kept its tile in memory: 0.60 ms aligned against 0.75 ms for
 Numba's allocators happen to return). The fused kernels' scratch rows use it too.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -22,7 +24,7 @@ def aligned_host_empty(shape, dtype):
     12 MB operands of the bigger GPT shape. Callers write every element.)
     """
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     buf = np.empty(n + ALIGN // dtype.itemsize, dtype=dtype)  # room to slide forward
     offset = (-buf.ctypes.data) % ALIGN // dtype.itemsize
     return buf[offset:offset + n].reshape(shape)

@@ -35,6 +35,7 @@ vector registers: with AVX2's 16 registers of 8 floats it would not fit, and the
 compiler would spill it to memory (not measured here; a narrower tile would be needed).
 """
 
+import math
 import os
 
 import numpy as np
@@ -385,7 +386,7 @@ def uses_numba_gemm(a_shape, b_shape):
         return True
     if len(a_shape) == 2 and len(b_shape) == 2:
         return False
-    batch = int(np.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2])))
+    batch = math.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
     return batch * M * N * K >= BATCH_MIN_WORK
 
 
@@ -407,6 +408,8 @@ def matmul(a, b):
     batch = _check_matmul(a, b)
     if not uses_numba_gemm(a.shape, b.shape):
         return np.matmul(a, b)
+    if a.ndim == 2 and b.ndim == 2:  # the linear layers: no batch to stack
+        return bmm(a[None], b[None])[0]
     M = a.shape[-2]
     N = b.shape[-1]
     return bmm(_stacked(a, batch), _stacked(b, batch)).reshape(batch + (M, N))
@@ -416,7 +419,7 @@ def _stacked(x, batch):
     """x (..., R, C) broadcast to batch + (R, C) and flattened to (P, R, C): a view when possible."""
     if x.shape[:-2] != batch:
         x = np.broadcast_to(x, batch + x.shape[-2:])
-    return x.reshape((int(np.prod(batch)),) + x.shape[-2:])
+    return x.reshape((math.prod(batch),) + x.shape[-2:])
 
 
 def matmul_ref(a, b):
