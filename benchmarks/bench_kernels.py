@@ -22,9 +22,10 @@ Numba's threads are pinned (OMP_PROC_BIND=true, unless set otherwise): between t
 pauses below the worker thread falls asleep, and woken on the main thread's core it
 would make single calls 4-7x slower, which a training step does not see (see
 tinygrad_gpt/kernels/__init__.py).
-Kernel and reference are timed in alternating blocks, each after a 0.12 s pause: after
-a multithreaded BLAS call OpenBLAS keeps a thread spinning for ~0.1 s, which would
-otherwise steal a core from whatever is timed next.
+Kernel and reference (and, for the products, the dispatcher) are timed in three rounds
+of alternating blocks, each block at least 20 ms of calls and after a 0.12 s pause:
+after a multithreaded BLAS call OpenBLAS keeps a thread spinning for ~0.1 s, which
+would otherwise steal a core from whatever is timed next.
 """
 
 import argparse
@@ -51,6 +52,9 @@ CONFIGS = {
 }
 N_LAYER = 4  # for the size of the AdamW parameter vector
 SPIN_PAUSE = 0.12  # seconds: longer than OpenBLAS's ~0.1 s of spinning after a call
+ROUNDS = 3  # blocks of calls per function timed, alternating with the others
+MIN_BLOCK_SECONDS = 0.02  # a block of short calls is made at least this long
+MAX_BLOCK_CALLS = 2000
 DTYPE = np.float32
 FUSED_TARGET = 3.0  # softmax / layernorm / GELU / cross-entropy, forward + backward
 GEMM_SHARE_TARGET = 0.5  # handwritten GEMM's GFLOP/s against np.matmul's, linear layers
@@ -60,25 +64,31 @@ GEMM_SHARE_TARGET = 0.5  # handwritten GEMM's GFLOP/s against np.matmul's, linea
 
 
 def median_time(fn, repeats):
-    """Median wall time of fn() in seconds over `repeats` calls, after one warm-up call."""
+    """Median wall time of fn() in seconds, after one warm-up call.
+
+    Over `repeats` calls, or more for a short call: enough to fill MIN_BLOCK_SECONDS, so
+    that a product of 50 us is not judged on a quarter of a millisecond of samples.
+    """
+    start = time.perf_counter()
     fn()
+    calls = max(repeats, min(MAX_BLOCK_CALLS, int(MIN_BLOCK_SECONDS / (time.perf_counter() - start))))
     times = []
-    for _ in range(repeats):
+    for _ in range(calls):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
-def compare(ref, kernel, repeats):
-    """(ref seconds, kernel seconds): medians over alternating blocks, each after a pause."""
-    samples = {ref: [], kernel: []}
+def compare(fns, repeats):
+    """Seconds per call of each of fns: medians over ROUNDS alternating blocks, each after a pause."""
+    samples = [[] for _ in fns]
     block = max(1, repeats // 2)
-    for _ in range(2):
-        for fn in (ref, kernel):
+    for _ in range(ROUNDS):
+        for fn, times in zip(fns, samples):
             time.sleep(SPIN_PAUSE)
-            samples[fn].append(median_time(fn, block))
-    return float(np.median(samples[ref])), float(np.median(samples[kernel]))
+            times.append(median_time(fn, block))
+    return [float(np.median(times)) for times in samples]
 
 
 # ----------------------------------------------------------------------------- machine
@@ -203,7 +213,7 @@ def run_kernels(repeats):
                     continue
                 # The erf reference is a Python loop over elements: a few repeats are plenty.
                 reps = 2 if name == "gelu (none)" else repeats
-                t_ref, t_ker = compare(ref, ker, reps)
+                t_ref, t_ker = compare((ref, ker), reps)
                 totals[0] += t_ref
                 totals[1] += t_ker
                 print(f"{name:24s} {cfg_name:7s} {shape:22s} {pass_name:8s} {t_ker * 1e3:10.3f} {t_ref * 1e3:10.3f} "
@@ -251,12 +261,12 @@ def run_matmul(repeats):
         for name, a, b in training_products(cfg, rng):
             flops = 2 * a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.shape[0] if a.ndim == 3 else 1)
             handwritten = (lambda a=a, b=b: K.gemm(a, b)) if a.ndim == 2 else (lambda a=a, b=b: K.bmm(a, b))
-            t_np, t_gemm = compare(lambda: np.matmul(a, b), handwritten, repeats)
-            time.sleep(SPIN_PAUSE)
-            t_disp = median_time(lambda: K.matmul(a, b), repeats)
             path = "numba" if K.uses_numba_gemm(a.shape, b.shape) else "blas"
-            if path == "blas":
-                t_disp = t_np  # the dispatcher then is np.matmul; timing it again only measures noise
+            if path == "blas":  # the dispatcher then is np.matmul; timing it again only measures noise
+                t_np, t_gemm = compare((lambda: np.matmul(a, b), handwritten), repeats)
+                t_disp = t_np
+            else:
+                t_np, t_disp, t_gemm = compare((lambda: np.matmul(a, b), lambda: K.matmul(a, b), handwritten), repeats)
             shape = f"{a.shape}@{b.shape}".replace(" ", "")
             print(f"{name:16s} {cfg_name:7s} {shape:26s} {t_np * 1e3:8.3f} {flops / t_np / 1e9:6.0f} {t_disp * 1e3:8.3f} {path:6s} "
                   f"{t_np / t_disp:6.2f} {t_gemm * 1e3:8.3f} {flops / t_gemm / 1e9:6.0f} {t_np / t_gemm:6.2f}", flush=True)

@@ -561,7 +561,7 @@ def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
     # An a whose rows are strided (dY^T of the weight gradient) is read in place: m spans
-    # several tasks of 16 rows and ends mid-block (the rows past the end re-read the last
+    # several blocks of 4 rows and ends mid-block (the rows past the end re-read the last
     # row and are dropped). Also a batched transposed view and a column-sliced a (strided
     # rows that are not a plain transpose).
     rng = np.random.default_rng(m * k)
@@ -570,6 +570,23 @@ def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
         assert strided.strides[-1] != strided.itemsize
         assert_close(K.bmm(strided, b), K.bmm_ref(strided, b))
         assert_close(K.gemm(strided[1], b[1]), K.gemm_ref(strided[1], b[1]))
+
+
+def test_gemm_task_shapes():
+    # (prepack, blocks_per_task, panels_per_task) for a (P, M, K) @ b with n_panels panels of b.
+    import importlib
+
+    task_shape = importlib.import_module("tinygrad_gpt.kernels.matmul")._task_shape
+    a = np.zeros((1, 768, 65), np.float32)  # the baby GPT's lm_head dY @ W
+    assert task_shape(a, 2, 2) == (False, 192, 1)  # a task per panel, all rows
+    assert task_shape(a, 1, 2) == (False, 96, 1)  # one panel: rows in two groups
+    assert task_shape(a, 3, 2) == (False, 96, 1)  # three panels: six tasks
+    assert task_shape(a, 8, 2) == (False, 192, 1)
+    assert task_shape(a, 1, 1) == (False, 192, 1)  # one thread: no split
+    wide = np.zeros((1, 1536, 2048), np.float32)
+    assert task_shape(np.swapaxes(wide, 1, 2)[:, :1536], 6, 2) == (True, 4, 1)  # transposed a, many rows: pack first
+    assert task_shape(wide, 6, 2) == (False, 384, 1)  # the same rows contiguous
+    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, 16, 1)  # a batch: a task per matrix
 
 
 def test_gemm_of_empty_and_unit_shapes():
@@ -588,17 +605,25 @@ def test_matmul_forced_to_the_numba_gemm_handles_empty_shapes(monkeypatch):
         np.testing.assert_array_equal(K.matmul(a, b), np.matmul(a, b))
 
 
-@pytest.mark.parametrize("p, m, k, n, transpose_a", [(1, 37, 20, 200, False), (2, 37, 20, 200, True),
-                                                     (4, 37, 20, 200, False), (1, 130, 9, 22, False)])
+@pytest.mark.parametrize("p, m, k, n, transpose_a", [
+    (1, 37, 20, 200, False),  # a task per panel, 4 panels
+    (1, 37, 20, 192, False),  # 3 panels: the rows split in two groups, each packing its panel
+    (1, 37, 20, 65, False),  # 1 panel and an edge column: rows split in two
+    (2, 37, 20, 200, True),  # a transposed a of more than PREPACK_MIN_ROWS rows: b packed first
+    (1, 37, 20, 60, True),  # the same with a single panel
+    (4, 37, 20, 200, False),  # a task per matrix
+    (1, 130, 9, 22, False),  # the transposed product
+])
 def test_gemm_on_two_threads(monkeypatch, p, m, k, n, transpose_a):
     # Test shapes are small enough to run on one thread, where tasks run one after the
     # other; with the line at 0 us they run on two, so a task writing outside its own
-    # tiles would show. Many tasks: several row groups and panels, edge columns, a
-    # transposed product (130, 22), a strided a, a batch whose tasks pack their own b.
+    # tiles would show. PREPACK_MIN_ROWS is lowered from 512 so that small shapes take
+    # that path too.
     import importlib
 
     matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
     monkeypatch.setattr(matmul_module, "GEMM_PARALLEL_MIN_US", 0.0)
+    monkeypatch.setattr(matmul_module, "PREPACK_MIN_ROWS", 16)
     rng = np.random.default_rng(m + n + p)
     a, b = rand(rng, (p, m, k), np.float64), rand(rng, (p, k, n), np.float64)
     if transpose_a:

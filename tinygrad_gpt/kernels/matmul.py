@@ -24,9 +24,10 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
   stay in cache while the task sweeps the panels of B. Rows past the end of A (the last
   block of rows when M % 4 != 0) re-read A's last row and their results are dropped, so
   A is never copied or padded.
-* Parallel tasks: one per (group of 4 row blocks, panel of B) of a single product, so
-  that even a few rows make enough tasks; one per matrix for a batch of 4 or more
-  matrices, each task packing its own B. Tasks write disjoint tiles of the output.
+* Parallel tasks, each packing the panels of B it multiplies inside the one parallel
+  call: one per panel of B for a single product (its rows split further when there
+  are too few panels for the threads), one per matrix for a batch of 4 or more. Tasks
+  write disjoint tiles of the output. `_task_shape` has the choice and its exception.
 
 On one core the micro-kernel reaches about 230 GFLOP/s in float32 on AVX-512 (the
 reference machine), against about 125 for one thread of OpenBLAS; `bench_kernels.py`
@@ -38,8 +39,10 @@ compiler would spill it to memory (not measured here; a narrower tile would be n
 import math
 import os
 
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ._aligned import aligned_empty, aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
@@ -98,9 +101,8 @@ def tile_product(A, i0, k0, k1, panel, tile):
 def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task, panels_per_task):
     """out[p] = a[p] @ b[p], for a (P, M, K) and b (P, K, N) of any strides.
 
-    b_panels (P, n_panels, K, NC) is b packed into panels, or empty (shape[0] == 0): then
-    each task packs the panels of its own b[p] (a batch of small matrices, where one call
-    that packs and multiplies beats two calls; a task is then a whole matrix).
+    b_panels (P, n_panels, K, NC) is b packed into panels beforehand, or empty (shape[0]
+    == 0): then each task packs the panels of b[p] it multiplies (see `_task_shape`).
     The first N - n_edge columns of out come from panels of b; the last n_edge (0 or a
     few, see `_edge_columns`) are dot products of rows of a with the rows of b_edge
     (P, n_edge, K), b's last columns transposed.
@@ -122,22 +124,25 @@ def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task, panels_per_task):
         first = task // panel_groups % row_groups * blocks_per_task  # first row block of the task
         last = min(first + blocks_per_task, row_blocks)
         group = task % panel_groups
-        if packs_own:
-            panels = aligned_empty(n_panels * K * NC, a.dtype).reshape((n_panels, K, NC))  # b[p] packed
-            _pack_matrix(b[p], panels)
+        q_first = group * panels_per_task  # the task's panels: q_first .. q_end - 1
+        q_end = min(q_first + panels_per_task, n_panels)
+        if packs_own:  # the task's panels of b[p], packed here: (q_end - q_first, K, NC)
+            panels = aligned_empty((q_end - q_first) * K * NC, a.dtype).reshape((q_end - q_first, K, NC))
+            for q in range(q_first, q_end):
+                _copy_block(b[p], 0, q * NC, panels[q - q_first])
         else:
-            panels = b_panels[p]
+            panels = b_panels[p, q_first:q_end]
         edge = np.empty((MR, NC), a.dtype)  # (MR, NC) scratch for tiles at the edge of out
-        for q in range(group * panels_per_task, min((group + 1) * panels_per_task, n_panels)):
+        for q in range(q_first, q_end):
             j0 = q * NC
             cols = min(NC, N - j0)
             for block in range(first, last):
                 i0 = block * MR
                 rows = min(MR, M - i0)
                 if rows == MR and cols == NC:
-                    tile_product(a[p], i0, 0, K, panels[q], out[p, i0:i0 + MR, j0:j0 + NC])
+                    tile_product(a[p], i0, 0, K, panels[q - q_first], out[p, i0:i0 + MR, j0:j0 + NC])
                 else:
-                    tile_product(a[p], i0, 0, K, panels[q], edge)
+                    tile_product(a[p], i0, 0, K, panels[q - q_first], edge)
                     out[p, i0:i0 + rows, j0:j0 + cols] = edge[:rows, :cols]
         if group == 0:
             for i in range(first * MR, min(last * MR, M)):
@@ -145,7 +150,9 @@ def _bmm_kernel(a, b, b_panels, b_edge, out, blocks_per_task, panels_per_task):
                     out[p, i, N + c] = row_dot(a[p, i], b_edge[p, c])
 
 
-@njit(cache=True)
+# register_jitable: compiled into the kernels that call it, and a plain Python function
+# for the wrappers (a call through a Numba dispatcher from Python costs ~0.4 us).
+@register_jitable
 def round_up(n, multiple):
     """The smallest multiple of `multiple` that is >= n."""
     return -(-n // multiple) * multiple
@@ -179,13 +186,6 @@ def _copy_block(x, i0, base, dst):
             src = x[i0:i0 + rows, base + j]
             for i in range(rows):
                 dst[i, j] = src[i]
-
-
-@njit(cache=True)
-def _pack_matrix(x, panels):
-    """panels[q] = columns q * NC .. q * NC + NC - 1 of x (R, C), zero-padded: panels (n_panels, R, NC)."""
-    for q in range(panels.shape[0]):
-        _copy_block(x, 0, q * NC, panels[q])
 
 
 @njit(parallel=True, cache=True)
@@ -277,6 +277,31 @@ TRANSPOSE_SAVING = 0.8  # compute b^T @ a^T when its estimated time is at most t
 
 
 OWN_PACKING_MIN_BATCH = 4  # from this many matrices, a task is a whole matrix and packs its own b
+PREPACK_MIN_ROWS = 512  # above this many rows of a transposed a, b is packed before the tasks start
+
+
+def _task_shape(a, n_panels, threads):
+    """(prepack, blocks_per_task, panels_per_task): how `_bmm_kernel` splits a (P, M, K) @ b into tasks.
+
+    Usually each task packs the panels of b it multiplies, inside the one parallel call:
+    a task per matrix for a batch of OWN_PACKING_MIN_BATCH or more, else a task per
+    panel of b (each panel packed once) with all rows of a, the rows split in two or
+    more groups only when there are too few panels to share evenly among the threads.
+    Measured (bench_kernels.py), this beats packing b in a call of its own first on
+    every linear product of the two GPTs, by 5-45%, but one kind: with a transposed a
+    of many rows (the bigger GPT's dY^T @ x, 1152 and 1536 rows) every panel's task
+    re-reads all of a, 16 bytes of each cache line it loads, and tasks over (group of
+    row blocks, panel) of a b packed beforehand are faster (6.9 against 8.1 ms).
+    """
+    P, M, _ = a.shape
+    row_blocks = round_up(M, MR) // MR
+    if P >= OWN_PACKING_MIN_BATCH:
+        return False, row_blocks, n_panels
+    if M > PREPACK_MIN_ROWS and a.strides[2] != a.itemsize:
+        return True, BLOCKS_PER_TASK, 1
+    tasks = P * max(n_panels, 1)
+    row_groups = threads // math.gcd(tasks, threads) if tasks < 4 * threads else 1  # tasks a multiple of threads
+    return False, -(-row_blocks // row_groups), 1
 
 
 def bmm(a, b):
@@ -290,6 +315,11 @@ def bmm(a, b):
     _check_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
+    return _bmm_checked(a, b)
+
+
+def _bmm_checked(a, b):
+    """`bmm` for inputs already checked (by `bmm` or `matmul`): the work, without the checks."""
     out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)  # (P, M, N)
     if out.size == 0 or a.shape[2] == 0:  # nothing to compute, or sums of no terms
         out[...] = 0
@@ -301,14 +331,15 @@ def bmm(a, b):
         a, b, target = np.swapaxes(b, 1, 2), np.swapaxes(a, 1, 2), np.swapaxes(out, 1, 2)  # (P, N, K), (P, K, M), (P, N, M)
     P, M, K = a.shape
     N = b.shape[2]
-    b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, N - n_edge:], 1, 2))  # (P, n_edge, K)
-    b = b[:, :, :N - n_edge]  # (P, K, N - n_edge): the columns done by panels
+    if n_edge:
+        b_edge = np.ascontiguousarray(np.swapaxes(b[:, :, N - n_edge:], 1, 2))  # (P, n_edge, K)
+        b = b[:, :, :N - n_edge]  # (P, K, N - n_edge): the columns done by panels
+    else:
+        b_edge = np.empty((P, 0, K), a.dtype)
     n_panels = round_up(b.shape[2], NC) // NC
-    if P >= OWN_PACKING_MIN_BATCH:  # one parallel call that packs and multiplies: a task per matrix
-        b_panels, blocks_per_task, panels_per_task = np.empty((0, 0, 0, 0), a.dtype), round_up(M, MR) // MR, n_panels
-    else:  # a task per (group of row blocks, panel), so that even a few rows (M = 65) make enough tasks
-        b_panels, blocks_per_task, panels_per_task = pack_panels(b), BLOCKS_PER_TASK, 1  # (P, n_panels, K, NC)
     with threads_for(P * _estimated_us(M, K, N), GEMM_PARALLEL_MIN_US):
+        prepack, blocks_per_task, panels_per_task = _task_shape(a, n_panels, numba.get_num_threads())
+        b_panels = pack_panels(b) if prepack else np.empty((0, 0, 0, 0), a.dtype)  # (P, n_panels, K, NC) or none
         _bmm_kernel(a, b, b_panels, b_edge, target, blocks_per_task, max(panels_per_task, 1))
     return out
 
@@ -391,7 +422,10 @@ def uses_numba_gemm(a_shape, b_shape):
 
 
 def _check_matmul(a, b):
+    """Check the operands of `matmul`; return their broadcast batch dims."""
     _check_pair(a, b, None, None)
+    if a.ndim <= 2 and b.ndim <= 2:
+        return ()
     try:
         return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
@@ -409,10 +443,10 @@ def matmul(a, b):
     if not uses_numba_gemm(a.shape, b.shape):
         return np.matmul(a, b)
     if a.ndim == 2 and b.ndim == 2:  # the linear layers: no batch to stack
-        return bmm(a[None], b[None])[0]
+        return _bmm_checked(a[None], b[None])[0]
     M = a.shape[-2]
     N = b.shape[-1]
-    return bmm(_stacked(a, batch), _stacked(b, batch)).reshape(batch + (M, N))
+    return _bmm_checked(_stacked(a, batch), _stacked(b, batch)).reshape(batch + (M, N))
 
 
 def _stacked(x, batch):
