@@ -62,8 +62,8 @@ COPY_NS = 0.4  # per element of the packing copy (0.1 from contiguous rows, 0.4 
 # plus the cost of handing work to the second thread is below t: about 1 us while that
 # thread still spins after its last call (0.1 ms, see __init__.py), as it does between
 # the kernels of a training step, and 45 us once it sleeps (see _threads.py). Measured,
-# baby lm_head products (6.4 M multiply-adds, ~65 us on one thread): 0.60-0.87x
-# np.matmul's speed on one thread, 0.91-1.10x on two.
+# baby lm_head products (6.4 M multiply-adds, ~70 us on one thread): 0.72-0.91x
+# np.matmul's speed on one thread, 1.24-1.64x on two.
 GEMM_PARALLEL_MIN_US = 30.0
 
 
@@ -386,21 +386,20 @@ def uses_numba_gemm(a_shape, b_shape):
     float32):
 
     * Whole training steps (zero_grad, forward, backward, AdamW), alternating runs on a
-      quiet machine: baby GPT (4 layers, C=128, B=12, T=64) 22.3-23.5 ms with the
-      Numba GEMM on the products above 2^18 against 28.4-28.7 ms with BLAS everywhere;
-      2 layers, C=64, B=32, T=32: 6.2-6.9 against 6.5-7.2 ms; 6 layers, C=384, B=8,
-      T=256: 482 against 768 ms. Adding the batches above 2^22 changed no step time
-      measurably (baby 23.5-24.1 against 23.3-24.2 ms).
+      quiet machine: baby GPT (4 layers, C=128, B=12, T=64) 19.8-19.9 ms with the
+      Numba GEMM on the products above 2^18 against 31.6-34.1 ms with BLAS everywhere;
+      2 layers, C=64, B=32, T=32: 5.3-5.6 against 6.9-8.5 ms; 6 layers, C=384, B=8,
+      T=256: 440 against 766 ms. Adding the batches above 2^22 changed no step time
+      measurably (baby 23.5-24.1 against 23.3-24.2 ms, an earlier version).
     * Keeping OpenBLAS's threads asleep is half of it. Its idle threads spin after each
       multithreaded product and then compete for the two cores with the Numba kernels
       that follow; a rule that sent only the largest products to the Numba GEMM
       measured slower than either extreme (baby GPT 49-54 ms, against 44-47 ms for
       each extreme, before the allocator and thread settings of this package).
     * Product by product, alone (benchmarks/bench_kernels.py, threads pinned): the
-      Numba GEMM reaches 1.05-1.8x np.matmul's speed on every linear product of both
-      GPTs but the baby lm_head's (6.4 M multiply-adds, 0.8-1.1x, about 60 us where the
-      two measurements differ by noise), and 1.5-2.1x on the batched attention
-      products of both.
+      Numba GEMM path is faster than np.matmul on every product of both GPTs, the
+      smallest (the baby lm_head's, 6.4 M multiply-adds, about 45 us) included; the
+      README has the table.
     * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
       block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
       instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
