@@ -2,6 +2,7 @@
 
     python benchmarks/bench_kernels.py            # the full run, 1-3 minutes
     python benchmarks/bench_kernels.py --quick    # fewer repeats, for a smoke test
+    python benchmarks/bench_kernels.py --emulate-avx2   # the kernels as compiled for an AVX2 CPU
 
 For the two GPT shapes of the issue, the baby config (B=12, T=64, C=128, nh=4, V=65) and a
 bigger one (B=8, T=256, C=384, nh=6, V=65), it prints:
@@ -39,12 +40,22 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_PROC_BIND", "true")  # before Numba starts its threads; see the docstring
 
+# --emulate-avx2: Numba generates code for an AVX2 CPU without AVX-512 (Intel Haswell to
+# Raptor Lake, AMD Zen 1-3), on this machine. Read here, before Numba is imported: it
+# takes the target from these variables once, at import.
+AVX2_FEATURES = ("+64bit,+adx,+aes,+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,"
+                 "+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt,"
+                 "-avx512f,-avx512bw,-avx512dq,-avx512vl,-avx512cd")
+if "--emulate-avx2" in sys.argv:
+    os.environ.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2_FEATURES)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a clone without installing
 
 import numpy as np  # noqa: E402
 
 from tinygrad_gpt import kernels as K  # noqa: E402
+from tinygrad_gpt.kernels._target import compiles_for_avx512  # noqa: E402
 
 CONFIGS = {
     "baby": dict(B=12, T=64, C=128, nh=4, V=65),
@@ -116,6 +127,8 @@ def machine_description():
         f"{numba.config.NUMBA_NUM_THREADS} Numba threads, threading layer {numba.threading_layer()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, "
         f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')}",
+        f"Numba compiles for: {numba.config.CPU_NAME or 'this CPU'}, "
+        f"{'AVX-512' if compiles_for_avx512() else 'no AVX-512 (the dispatcher sends every product to BLAS)'}",
     ])
 
 
@@ -363,6 +376,8 @@ def run_startup():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test, noisier)")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="compile the kernels for an AVX2 CPU without AVX-512 (see AVX2_FEATURES)")
     parser.add_argument("--block", nargs=3, metavar=("CONFIG", "RULE", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.block:

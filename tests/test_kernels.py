@@ -501,7 +501,11 @@ def test_matmul_dispatcher_equals_np_matmul(a_shape, b_shape, dtype):
 
 
 def test_matmul_dispatch_rule(monkeypatch):
+    import importlib
+
+    matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
     monkeypatch.delenv("TINYGPT_MATMUL", raising=False)
+    monkeypatch.setattr(matmul_module, "TILE_FITS_REGISTERS", True)  # the rule on an AVX-512 CPU
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
     assert K.uses_numba_gemm((64, 64), (64, 65))
     assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
@@ -515,6 +519,24 @@ def test_matmul_dispatch_rule(monkeypatch):
     monkeypatch.setenv("TINYGPT_MATMUL", "numba")
     assert K.uses_numba_gemm((48, 64, 32), (48, 32, 64))
     assert not K.uses_numba_gemm((5,), (5, 300))
+    monkeypatch.setattr(matmul_module, "TILE_FITS_REGISTERS", False)  # AVX2, ARM: BLAS unless forced
+    assert K.uses_numba_gemm((768, 128), (128, 384))
+    monkeypatch.delenv("TINYGPT_MATMUL")
+    assert not K.uses_numba_gemm((768, 128), (128, 384))
+    assert not K.uses_numba_gemm((48, 64, 32), (48, 32, 64))
+
+
+def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
+    from numba.core import config
+
+    from tinygrad_gpt.kernels._target import compiles_for_avx512
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw")
+    assert not compiles_for_avx512()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,+avx512bw")
+    assert compiles_for_avx512()
+    monkeypatch.setattr(config, "CPU_FEATURES", "")  # what Numba uses when LLVM cannot tell
+    assert not compiles_for_avx512()
 
 
 @settings(deadline=None, max_examples=EXAMPLES)

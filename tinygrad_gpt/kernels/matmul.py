@@ -32,8 +32,11 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
 On one core the micro-kernel reaches about 230 GFLOP/s in float32 on AVX-512 (the
 reference machine), against about 125 for one thread of OpenBLAS; `bench_kernels.py`
 measures every product of a training step. The 4 x 64 tile is sized for AVX-512's 32
-vector registers: with AVX2's 16 registers of 8 floats it would not fit, and the
-compiler would spill it to memory (not measured here; a narrower tile would be needed).
+vector registers: with AVX2's 16 registers of 8 floats it does not fit, the compiler
+spills it, and the GEMM runs at 0.57-0.78x np.matmul's speed, so on such CPUs the
+dispatcher leaves the products to BLAS (see `uses_numba_gemm`). Narrower tiles are no
+cure as written: with NC = 16 or 32 LLVM unrolls the j loop completely before its loop
+vectorizer sees it and emits scalar code (3-12 GFLOP/s, measured).
 """
 
 import math
@@ -47,6 +50,7 @@ from numba.extending import register_jitable
 from ._aligned import aligned_empty, aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
 from ._stack import stack_empty
+from ._target import compiles_for_avx512
 from ._threads import threads_for
 from ._vecmath import row_dot
 
@@ -368,19 +372,21 @@ def gemm_ref(a, b):
 # GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads.
 BLAS_SINGLE_THREAD_WORK = 65536 * 4
 BATCH_MIN_WORK = 2**22  # multiply-adds of a whole batch of small matrices from which the Numba GEMM runs them
+TILE_FITS_REGISTERS = compiles_for_avx512()  # see _target.py; without it the rule sends every product to BLAS
 
 
 def uses_numba_gemm(a_shape, b_shape):
     """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
 
-    Rule: the Numba GEMM for every product whose matrices have M * N * K above
-    BLAS_SINGLE_THREAD_WORK = 2^18 multiply-adds, the products OpenBLAS would spread
-    over its threads, and for batches of smaller matrices worth BATCH_MIN_WORK = 2^22
-    multiply-adds in all (the attention products of the baby GPT: 48 x 64 x 64 x 32);
-    NumPy's BLAS for the rest, which OpenBLAS runs on the calling thread (decoding with
-    the KV cache, tiny models). The environment variable TINYGPT_MATMUL overrides the
-    rule: "blas" for BLAS everywhere, "numba" for the Numba GEMM on every product of 2-D
-    or batched matrices.
+    Rule: on a CPU for which Numba generates AVX-512 code, the Numba GEMM for every
+    product whose matrices have M * N * K above BLAS_SINGLE_THREAD_WORK = 2^18
+    multiply-adds, the products OpenBLAS would spread over its threads, and for batches
+    of smaller matrices worth BATCH_MIN_WORK = 2^22 multiply-adds in all (the attention
+    products of the baby GPT: 48 x 64 x 64 x 32); NumPy's BLAS for the rest, which
+    OpenBLAS runs on the calling thread (decoding with the KV cache, tiny models). On
+    any other CPU (AVX2, ARM), BLAS for every product. The environment variable
+    TINYGPT_MATMUL overrides the rule: "blas" for BLAS everywhere, "numba" for the
+    Numba GEMM on every product of 2-D or batched matrices.
 
     Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
     float32):
@@ -400,6 +406,14 @@ def uses_numba_gemm(a_shape, b_shape):
       Numba GEMM path is faster than np.matmul on every product of both GPTs, the
       smallest (the baby lm_head's, 6.4 M multiply-adds, about 45 us) included; the
       README has the table.
+    * Without AVX-512 the micro-kernel's tile does not fit in the vector registers (see
+      _target.py). Measured with AVX2 code generated on the reference machine
+      (NUMBA_CPU_NAME=haswell and an AVX2 NUMBA_CPU_FEATURES list; its OpenBLAS runs
+      AVX2 kernels there anyway): the Numba GEMM at 0.57-0.78x np.matmul's speed on
+      every linear product of both GPTs and 0.66-1.25x on the attention products;
+      whole baby steps 33.5-36.5 ms with BLAS everywhere against 36.5-36.6 ms with the
+      AVX-512 rule, 42-47 ms with the Numba GEMM on the attention products alone
+      (OpenBLAS's spinning threads again).
     * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
       block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
       instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
@@ -410,6 +424,8 @@ def uses_numba_gemm(a_shape, b_shape):
     mode = os.environ.get("TINYGPT_MATMUL")
     if mode in ("numba", "blas"):
         return mode == "numba"
+    if not TILE_FITS_REGISTERS:
+        return False
     M, K = a_shape[-2:]
     N = b_shape[-1]
     if M * N * K > BLAS_SINGLE_THREAD_WORK:
