@@ -75,11 +75,12 @@ GEMM_SHARE_TARGET = 0.5  # handwritten GEMM's GFLOP/s against np.matmul's, linea
 
 
 def median_time(fn, repeats):
-    """Median wall time of fn() in seconds, after one warm-up call.
+    """Median wall time of fn() in seconds, after two warm-up calls.
 
     Over `repeats` calls, or more for a short call: enough to fill MIN_BLOCK_SECONDS, so
     that a product of 50 us is not judged on a quarter of a millisecond of samples.
     """
+    fn()  # the warm-up: it may wake a sleeping thread, so the second call sizes the block
     start = time.perf_counter()
     fn()
     calls = max(repeats, min(MAX_BLOCK_CALLS, int(MIN_BLOCK_SECONDS / (time.perf_counter() - start))))
@@ -374,7 +375,7 @@ def run_startup():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)  # see AVX2_FEATURES
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test, noisier)")
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="compile the kernels for an AVX2 CPU without AVX-512 (see AVX2_FEATURES)")

@@ -529,6 +529,7 @@ def test_matmul_dispatch_rule(monkeypatch):
 def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
     from numba.core import config
 
+    from tinygrad_gpt.kernels import _target
     from tinygrad_gpt.kernels._target import compiles_for_avx512
 
     monkeypatch.setattr(config, "CPU_FEATURES", "+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw")
@@ -536,6 +537,11 @@ def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
     monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,+avx512bw")
     assert compiles_for_avx512()
     monkeypatch.setattr(config, "CPU_FEATURES", "")  # what Numba uses when LLVM cannot tell
+    assert not compiles_for_avx512()
+    monkeypatch.setattr(config, "CPU_FEATURES", None)  # unset: the host's features, as Numba reads them
+    monkeypatch.setattr(_target, "get_host_cpu_features", lambda: "+avx,+avx2,+avx512f")
+    assert compiles_for_avx512()
+    monkeypatch.setattr(_target, "get_host_cpu_features", lambda: "+avx,+avx2,-avx512f")
     assert not compiles_for_avx512()
 
 
@@ -561,14 +567,16 @@ def test_handwritten_gemm_and_bmm_match_numpy(p, m, k, n, transpose_a, transpose
     assert_close(K.gemm(a[0], b[0]), K.gemm_ref(a[0], b[0]))
 
 
-@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129), (70, 5, 24), (130, 9, 22)])
+@pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129), (70, 5, 24), (130, 9, 22),
+                                     (60, 5, 22)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
     # Up to EDGE_COLUMNS columns after the last full panel are dot products (all of them
-    # when n <= 16) if a's rows are contiguous; otherwise the last panel is zero-padded,
-    # or, when n is small and m is not ((70, 24), (130, 22): its last row block partial),
-    # the transposed product is computed into the transposed output. Batches of 2 and of
-    # 4 (tasks packing their own b).
+    # when n <= 16) if a's rows are contiguous; otherwise the last panel is zero-padded
+    # ((70, 24), (130, 22)), or, when both a panel of n columns and one of m would be
+    # mostly padding ((60, 22): one panel either way, 22 rows of it cheaper than 60), the
+    # transposed product is computed into the transposed output, its last row block
+    # partial. Batches of 2 and of 4 (tasks packing their own b).
     rng = np.random.default_rng(m * n)
     a, b = rand(rng, (m, k), np.float64), rand(rng, (k, n), np.float64)
     if transpose_a:
@@ -627,25 +635,26 @@ def test_matmul_forced_to_the_numba_gemm_handles_empty_shapes(monkeypatch):
         np.testing.assert_array_equal(K.matmul(a, b), np.matmul(a, b))
 
 
-@pytest.mark.parametrize("p, m, k, n, transpose_a", [
-    (1, 37, 20, 200, False),  # a task per panel, 4 panels
-    (1, 37, 20, 192, False),  # 3 panels: the rows split in two groups, each packing its panel
-    (1, 37, 20, 65, False),  # 1 panel and an edge column: rows split in two
-    (2, 37, 20, 200, True),  # a transposed a of more than PREPACK_MIN_ROWS rows: b packed first
-    (1, 37, 20, 60, True),  # the same with a single panel
-    (4, 37, 20, 200, False),  # a task per matrix
-    (1, 130, 9, 22, False),  # the transposed product
+@pytest.mark.parametrize("p, m, k, n, transpose_a, prepack_min_rows", [
+    (1, 37, 20, 520, False, 512),  # 8 panels and 8 edge columns: a task per panel, all rows
+    (3, 9, 20, 300, False, 512),  # 5 panels of each of 3 matrices: a task per panel
+    (1, 37, 20, 192, False, 512),  # 3 panels: the rows split in two groups, each packing its panel
+    (1, 37, 20, 65, False, 512),  # 1 panel and an edge column: rows split in two
+    (1, 60, 8, 22, False, 512),  # the transposed product (22 columns), written into the transposed output
+    (2, 37, 20, 200, True, 16),  # the transposed product again, its a = b^T strided: b packed first
+    (1, 37, 20, 60, True, 16),  # a transposed a, one panel, b packed first
+    (4, 37, 20, 200, False, 512),  # a task per matrix
 ])
-def test_gemm_on_two_threads(monkeypatch, p, m, k, n, transpose_a):
+def test_gemm_on_two_threads(monkeypatch, p, m, k, n, transpose_a, prepack_min_rows):
     # Test shapes are small enough to run on one thread, where tasks run one after the
     # other; with the line at 0 us they run on two, so a task writing outside its own
-    # tiles would show. PREPACK_MIN_ROWS is lowered from 512 so that small shapes take
-    # that path too.
+    # tiles would show. PREPACK_MIN_ROWS is lowered from 512 in some cases so that small
+    # shapes take that path too.
     import importlib
 
     matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
     monkeypatch.setattr(matmul_module, "GEMM_PARALLEL_MIN_US", 0.0)
-    monkeypatch.setattr(matmul_module, "PREPACK_MIN_ROWS", 16)
+    monkeypatch.setattr(matmul_module, "PREPACK_MIN_ROWS", prepack_min_rows)
     rng = np.random.default_rng(m + n + p)
     a, b = rand(rng, (p, m, k), np.float64), rand(rng, (p, k, n), np.float64)
     if transpose_a:

@@ -26,15 +26,16 @@ but then every parallel kernel call must wake the sleeping thread: about 45 us o
 reference machine (a 2-vCPU virtual machine).
 
 This package sets the middle way, unless the user has set OMP_WAIT_POLICY or
-GOMP_SPINCOUNT: idle OpenMP threads spin for GOMP_SPINCOUNT = 10000 rounds (about
-0.1 ms of CPU here) and then sleep. The kernels of a training step follow each other
-closely enough to find the thread still awake, and on CPUs with AVX-512 BLAS never
-competes with them, because `matmul` sends every product that OpenBLAS would run on
-several threads to the Numba GEMM (see `uses_numba_gemm`, also for other CPUs). Measured whole training steps, alternating runs
-on a quiet machine: baby GPT (4 layers, C=128) 22.9-23.8 ms against 25.3-26.3 ms with
-PASSIVE; 2 layers, C=64: 6.4-7.7 against 7.3-7.8 ms. Kernel calls too small to gain
-from a second thread run on one (see _threads.py). The variables must be set before
-Numba starts its thread pool, which is why this is the first thing the package does.
+GOMP_SPINCOUNT: idle OpenMP threads spin for GOMP_SPINCOUNT = 10000 rounds (about 0.1 ms
+of CPU here) and then sleep. The kernels of a training step follow each other closely
+enough to find the thread still awake, and on CPUs with AVX-512 BLAS never competes with
+them, because `matmul` sends every product that OpenBLAS would run on several threads to
+the Numba GEMM (`uses_numba_gemm` says what happens on others). Measured whole training
+steps, alternating runs on a quiet machine: baby GPT (4 layers, C=128) 22.9-23.8 ms
+against 25.3-26.3 ms with PASSIVE; 2 layers, C=64: 6.4-7.7 against 7.3-7.8 ms. Kernel
+calls too small to gain from a second thread run on one (see _threads.py). The variables
+must be set before Numba starts its thread pool, which is why this is the first thing
+the package does.
 
 Thread placement. A sleeping worker thread is sometimes woken on the core of the main
 thread, and the two then share one core until the scheduler moves one. With spinning

@@ -9,7 +9,9 @@ this module whether the tile fits.
 Numba compiles for the host CPU unless NUMBA_CPU_NAME / NUMBA_CPU_FEATURES say
 otherwise; the features string is what decides which instructions LLVM may use, so it
 is what is read here (setting NUMBA_CPU_FEATURES to an AVX2 list is how the AVX2
-figures in matmul.py were measured on the AVX-512 reference machine).
+figures in matmul.py were measured on the AVX-512 reference machine). The host's
+features are taken from Numba's own `get_host_cpu_features`, not a public API but the
+function its compiler uses, so that NUMBA_ENABLE_AVX=0 is honoured too.
 """
 
 from numba.core import config

@@ -12,7 +12,7 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
   the tile lives in registers (16 vectors of 16 float32, see _stack.py): one step of k
   loads 4 numbers of A and 4 vectors of B and does 16 vector FMAs, with no store at all.
   Each loaded vector of B is used by 4 rows and each number of A by 64 columns.
-* Packed panels. B is copied once into column panels of width NC, each a contiguous
+* Packed panels. B is copied into column panels of width NC, each a contiguous
   (K, NC) block, so each step of k reads one stretch of 256 bytes; in a plain (K, N)
   array the rows would be N * itemsize bytes apart, for N a power of two all in the same
   few sets of the L1 cache. The last panel is zero-padded; its padded columns are
@@ -20,14 +20,15 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
   N = V = 65) are dot products instead, see `_edge_columns`; and when N is small and M
   is not (an attention head's N = 32 would be padded to 64), `bmm` computes the
   transposed product b^T @ a^T, writing its tiles straight into the transposed output.
-* A is read in place, whatever its strides: 4 numbers per step of k, from 4 rows that
-  stay in cache while the task sweeps the panels of B. Rows past the end of A (the last
-  block of rows when M % 4 != 0) re-read A's last row and their results are dropped, so
-  A is never copied or padded.
+* A is read in place, whatever its strides: 4 numbers per step of k, while the panel
+  of B stays in cache as the task sweeps the rows of A. Rows past the end of A (the
+  last block of rows when M % 4 != 0) re-read A's last row and their results are
+  dropped, so A is never copied or padded.
 * Parallel tasks, each packing the panels of B it multiplies inside the one parallel
   call: one per panel of B for a single product (its rows split further when there
-  are too few panels for the threads), one per matrix for a batch of 4 or more. Tasks
-  write disjoint tiles of the output. `_task_shape` has the choice and its exception.
+  are too few panels for the threads, each group packing the panel again), one per
+  matrix for a batch of 4 or more. Tasks write disjoint tiles of the output.
+  `_task_shape` has the choice and its exception.
 
 On one core the micro-kernel reaches about 230 GFLOP/s in float32 on AVX-512 (the
 reference machine), against about 125 for one thread of OpenBLAS; `bench_kernels.py`
@@ -57,7 +58,7 @@ from ._vecmath import row_dot
 MR = 4  # rows of a tile of C (each loaded vector of B is used MR times)
 NC = 64  # columns of a tile of C and width of a panel of B: 4 vectors of 16 float32
 TILE = MR * NC
-BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task
+BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task when b is packed before the tasks start
 
 # Single-thread costs (float32, reference machine), for `threads_for`.
 MULTIPLY_ADD_NS = 0.01  # per multiply-add of the GEMM, tile overheads included (~200 GFLOP/s)
@@ -384,7 +385,9 @@ def uses_numba_gemm(a_shape, b_shape):
     of smaller matrices worth BATCH_MIN_WORK = 2^22 multiply-adds in all (the attention
     products of the baby GPT: 48 x 64 x 64 x 32); NumPy's BLAS for the rest, which
     OpenBLAS runs on the calling thread (decoding with the KV cache, tiny models). On
-    any other CPU (AVX2, ARM), BLAS for every product. The environment variable
+    any other CPU (AVX2, ARM), BLAS for every product. The rule ignores the dtype: in
+    float64, which only the gradient checks use, the tile fills all 32 registers and
+    the two paths measured about even. The environment variable
     TINYGPT_MATMUL overrides the rule: "blas" for BLAS everywhere, "numba" for the
     Numba GEMM on every product of 2-D or batched matrices.
 
