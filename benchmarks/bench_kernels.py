@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing
 import numpy as np  # noqa: E402
 
 from tinygrad_gpt import kernels as K  # noqa: E402
-from tinygrad_gpt.kernels._target import compiles_for_avx512  # noqa: E402
+from tinygrad_gpt.kernels._target import TILE_SHAPES, vector_isa  # noqa: E402
 
 CONFIGS = {
     "baby": dict(B=12, T=64, C=128, nh=4, V=65),
@@ -128,8 +128,8 @@ def machine_description():
         f"{numba.config.NUMBA_NUM_THREADS} Numba threads, threading layer {numba.threading_layer()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, "
         f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND')}",
-        f"Numba compiles for: {numba.config.CPU_NAME or 'this CPU'}, "
-        f"{'AVX-512' if compiles_for_avx512() else 'no AVX-512 (the dispatcher sends every product to BLAS)'}",
+        f"Numba compiles for: {numba.config.CPU_NAME or 'this CPU'}, vector instructions {vector_isa()}, "
+        f"GEMM tile {'x'.join(map(str, TILE_SHAPES[vector_isa()]))}, SLP vectorizer {'on' if numba.config.SLP_VECTORIZE else 'off'}",
     ])
 
 

@@ -505,7 +505,7 @@ def test_matmul_dispatch_rule(monkeypatch):
 
     matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
     monkeypatch.delenv("TINYGPT_MATMUL", raising=False)
-    monkeypatch.setattr(matmul_module, "TILE_FITS_REGISTERS", True)  # the rule on an AVX-512 CPU
+    monkeypatch.setattr(matmul_module, "RULE_MEASURED", True)  # the rule on an AVX-512 or AVX2 CPU
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
     assert K.uses_numba_gemm((64, 64), (64, 65))
     assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
@@ -519,7 +519,7 @@ def test_matmul_dispatch_rule(monkeypatch):
     monkeypatch.setenv("TINYGPT_MATMUL", "numba")
     assert K.uses_numba_gemm((48, 64, 32), (48, 32, 64))
     assert not K.uses_numba_gemm((5,), (5, 300))
-    monkeypatch.setattr(matmul_module, "TILE_FITS_REGISTERS", False)  # AVX2, ARM: BLAS unless forced
+    monkeypatch.setattr(matmul_module, "RULE_MEASURED", False)  # ARM and others: BLAS unless forced
     assert K.uses_numba_gemm((768, 128), (128, 384))
     monkeypatch.delenv("TINYGPT_MATMUL")
     assert not K.uses_numba_gemm((768, 128), (128, 384))
@@ -530,19 +530,19 @@ def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
     from numba.core import config
 
     from tinygrad_gpt.kernels import _target
-    from tinygrad_gpt.kernels._target import compiles_for_avx512
 
-    monkeypatch.setattr(config, "CPU_FEATURES", "+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw")
-    assert not compiles_for_avx512()
-    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,+avx512bw")
-    assert compiles_for_avx512()
-    monkeypatch.setattr(config, "CPU_FEATURES", "")  # what Numba uses when LLVM cannot tell
-    assert not compiles_for_avx512()
+    for features, isa in [("+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw", "avx2"),
+                          ("+avx2,+fma,+avx512f,+avx512bw", "avx512"),
+                          ("+avx,-avx2,+fma", "other"),  # AVX without AVX2
+                          ("+neon,+fp-armv8", "other"),
+                          ("", "other")]:  # what Numba uses when LLVM cannot tell
+        monkeypatch.setattr(config, "CPU_FEATURES", features)
+        assert _target.vector_isa() == isa, features
     monkeypatch.setattr(config, "CPU_FEATURES", None)  # unset: the host's features, as Numba reads them
-    monkeypatch.setattr(_target, "get_host_cpu_features", lambda: "+avx,+avx2,+avx512f")
-    assert compiles_for_avx512()
-    monkeypatch.setattr(_target, "get_host_cpu_features", lambda: "+avx,+avx2,-avx512f")
-    assert not compiles_for_avx512()
+    monkeypatch.setattr(_target, "get_host_cpu_features", lambda: "+avx,+avx2,+fma,+avx512f")
+    assert _target.vector_isa() == "avx512"
+    monkeypatch.setattr(_target, "get_host_cpu_features", lambda: "+avx,+avx2,+fma,-avx512f")
+    assert _target.vector_isa() == "avx2"
 
 
 @settings(deadline=None, max_examples=EXAMPLES)
@@ -603,20 +603,23 @@ def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
 
 
 def test_gemm_task_shapes():
-    # (prepack, blocks_per_task, panels_per_task) for a (P, M, K) @ b with n_panels panels of b.
+    # (prepack, blocks_per_task, panels_per_task) for a (P, M, K) @ b with n_panels panels
+    # of b; a block is MR rows (4 with AVX-512, 6 with AVX2: 768 rows are 192 or 128 blocks).
     import importlib
 
-    task_shape = importlib.import_module("tinygrad_gpt.kernels.matmul")._task_shape
+    matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")
+    task_shape, blocks = matmul_module._task_shape, 768 // matmul_module.MR
     a = np.zeros((1, 768, 65), np.float32)  # the baby GPT's lm_head dY @ W
-    assert task_shape(a, 2, 2) == (False, 192, 1)  # a task per panel, all rows
-    assert task_shape(a, 1, 2) == (False, 96, 1)  # one panel: rows in two groups
-    assert task_shape(a, 3, 2) == (False, 96, 1)  # three panels: six tasks
-    assert task_shape(a, 8, 2) == (False, 192, 1)
-    assert task_shape(a, 1, 1) == (False, 192, 1)  # one thread: no split
+    assert task_shape(a, 2, 2) == (False, blocks, 1)  # a task per panel, all rows
+    assert task_shape(a, 1, 2) == (False, blocks // 2, 1)  # one panel: rows in two groups
+    assert task_shape(a, 3, 2) == (False, blocks // 2, 1)  # three panels: six tasks
+    assert task_shape(a, 8, 2) == (False, blocks, 1)
+    assert task_shape(a, 1, 1) == (False, blocks, 1)  # one thread: no split
     wide = np.zeros((1, 1536, 2048), np.float32)
-    assert task_shape(np.swapaxes(wide, 1, 2)[:, :1536], 6, 2) == (True, 4, 1)  # transposed a, many rows: pack first
-    assert task_shape(wide, 6, 2) == (False, 384, 1)  # the same rows contiguous
-    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, 16, 1)  # a batch: a task per matrix
+    prepacked = (True, matmul_module.BLOCKS_PER_TASK, 1)
+    assert task_shape(np.swapaxes(wide, 1, 2)[:, :1536], 6, 2) == prepacked  # transposed a, many rows: pack first
+    assert task_shape(wide, 6, 2) == (False, 2 * blocks, 1)  # the same rows contiguous
+    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, -(-64 // matmul_module.MR), 1)  # a task per matrix
 
 
 def test_gemm_of_empty_and_unit_shapes():

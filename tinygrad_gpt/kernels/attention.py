@@ -131,7 +131,7 @@ def _backward_head(dy, att, v_panels, k_panels, q_panels, dy_panels, scale, dq, 
         n[i] = last
     # datt = dy @ v^T, then dscores = att * (datt - rowsum(datt * att)) * scale
     for i0 in range(0, Tqp, MR):
-        n_block = max(n[i0], n[i0 + 1], n[i0 + 2], n[i0 + 3])
+        n_block = n[i0:i0 + MR].max()  # keys seen by the block's rows
         for p in range((n_block + NC - 1) // NC):
             tile_product(dy, i0, 0, dy.shape[1], v_panels[p], tile)
             for r in range(MR):
@@ -146,7 +146,7 @@ def _backward_head(dy, att, v_panels, k_panels, q_panels, dy_panels, scale, dq, 
                 ds[i, j] = zero
     # dq = dscores @ k: row block i0 needs keys up to its largest n
     for i0 in range(0, Tqp, MR):
-        k_end = max(n[i0], n[i0 + 1], n[i0 + 2], n[i0 + 3])
+        k_end = n[i0:i0 + MR].max()
         for p in range(k_panels.shape[0]):
             tile_product(ds, i0, 0, k_end, k_panels[p], tile)
             for r in range(min(MR, Tq - i0)):
@@ -248,7 +248,7 @@ def attention_backward(dy, q, k, v, att, scale):
     skipped, so no causal flag is needed.
 
     Three of the four backward products have hs columns, which the micro-kernel pads to
-    a multiple of NC = 64. When hs is not such a multiple the fused kernel wastes that
+    a multiple of NC (64 with AVX-512). When hs is not such a multiple the fused kernel wastes that
     padding, and the textbook composition of `matmul` and `softmax_backward` is faster.
     Measured (float32, B * nh = 48): hs = 32, T = 64: fused 0.88-1.26 ms, composed
     0.56-0.58 ms, NumPy reference 0.66-0.69 ms; hs = 64, T = 256: fused 13.8-17.3 ms,

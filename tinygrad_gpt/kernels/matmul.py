@@ -8,21 +8,22 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
 
 * Register blocking. The naive loop `C[i, j] += A[i, k] * B[k, j]` loads and stores
   C[i, j] once per multiply-add and is limited by memory traffic. Here the micro-kernel
-  computes a tile of MR = 4 rows by NC = 64 columns of C over the whole range of k, and
-  the tile lives in registers (16 vectors of 16 float32, see _stack.py): one step of k
-  loads 4 numbers of A and 4 vectors of B and does 16 vector FMAs, with no store at all.
-  Each loaded vector of B is used by 4 rows and each number of A by 64 columns.
+  computes a tile of MR rows by NC columns of C over the whole range of k, and the tile
+  lives in registers (see _stack.py). With AVX-512, MR x NC = 4 x 64, 16 vectors of 16
+  float32: one step of k loads 4 numbers of A and 4 vectors of B and does 16 vector
+  FMAs, with no store at all; each loaded vector of B is used by 4 rows and each number
+  of A by 64 columns. With AVX2 the tile is 6 x 16 (12 vectors of 8), see _target.py.
 * Packed panels. B is copied into column panels of width NC, each a contiguous
-  (K, NC) block, so each step of k reads one stretch of 256 bytes; in a plain (K, N)
+  (K, NC) block, so each step of k reads one stretch of NC floats; in a plain (K, N)
   array the rows would be N * itemsize bytes apart, for N a power of two all in the same
   few sets of the L1 cache. The last panel is zero-padded; its padded columns are
-  computed and dropped. Up to 16 columns left after the last full panel (the lm_head's
-  N = V = 65) are dot products instead, see `_edge_columns`; and when N is small and M
-  is not (an attention head's N = 32 would be padded to 64), `bmm` computes the
-  transposed product b^T @ a^T, writing its tiles straight into the transposed output.
-* A is read in place, whatever its strides: 4 numbers per step of k, while the panel
+  computed and dropped. Up to NC / 4 columns left after the last full panel (the
+  lm_head's N = V = 65) are dot products instead, see `_edge_columns`; and when N is
+  small and M is not (an attention head's N = 32 would be padded to 64), `bmm` computes
+  the transposed product b^T @ a^T, writing its tiles straight into the transposed output.
+* A is read in place, whatever its strides: MR numbers per step of k, while the panel
   of B stays in cache as the task sweeps the rows of A. Rows past the end of A (the
-  last block of rows when M % 4 != 0) re-read A's last row and their results are
+  last block of rows when M % MR != 0) re-read A's last row and their results are
   dropped, so A is never copied or padded.
 * Parallel tasks, each packing the panels of B it multiplies inside the one parallel
   call: one per panel of B for a single product (its rows split further when there
@@ -31,13 +32,11 @@ How the kernel is fast without BLAS (read `tile_product` with this in mind):
   `_task_shape` has the choice and its exception.
 
 On one core the micro-kernel reaches about 230 GFLOP/s in float32 on AVX-512 (the
-reference machine), against about 125 for one thread of OpenBLAS; `bench_kernels.py`
-measures every product of a training step. The 4 x 64 tile is sized for AVX-512's 32
-vector registers: with AVX2's 16 registers of 8 floats it does not fit, the compiler
-spills it, and the GEMM runs at 0.57-0.78x np.matmul's speed, so on such CPUs the
-dispatcher leaves the products to BLAS (see `uses_numba_gemm`). Narrower tiles are no
-cure as written: with NC = 16 or 32 LLVM unrolls the j loop completely before its loop
-vectorizer sees it and emits scalar code (3-12 GFLOP/s, measured).
+reference machine), against about 125 for one thread of OpenBLAS, whose kernels there
+are AVX2 ones; compiled for AVX2 (`bench_kernels.py --emulate-avx2`) about 125 as well.
+`bench_kernels.py` measures every product of a training step. The narrow AVX2 tile
+needs LLVM's SLP vectorizer: its j loop of 16 is unrolled completely before the loop
+vectorizer sees it, and without SLP the code stays scalar (3-12 GFLOP/s, measured).
 """
 
 import math
@@ -51,12 +50,12 @@ from numba.extending import register_jitable
 from ._aligned import aligned_empty, aligned_host_empty
 from ._checks import check_float_array, check_same_dtype
 from ._stack import stack_empty
-from ._target import compiles_for_avx512
+from ._target import TILE_SHAPES, vector_isa
 from ._threads import threads_for
 from ._vecmath import row_dot
 
-MR = 4  # rows of a tile of C (each loaded vector of B is used MR times)
-NC = 64  # columns of a tile of C and width of a panel of B: 4 vectors of 16 float32
+ISA = vector_isa()  # "avx512", "avx2" or "other", see _target.py
+MR, NC = TILE_SHAPES[ISA]  # rows and columns of a tile of C (each loaded vector of B is used MR times)
 TILE = MR * NC
 BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task when b is packed before the tasks start
 
@@ -261,14 +260,14 @@ def _estimated_us(M, K, N):
     return (round_up(M, MR) * round_up(N, NC) * K * MULTIPLY_ADD_NS + K * round_up(N, NC) * COPY_NS) / 1000
 
 
-EDGE_COLUMNS = 16  # at most this many columns after the last full panel are done as dot products
+EDGE_COLUMNS = NC // 4  # at most this many columns after the last full panel are done as dot products
 
 
 def _edge_columns(a, N):
     """How many of the last columns of a @ b (N columns) `_bmm_kernel` computes as dot products.
 
-    A panel costs the same however few of its NC = 64 columns are real, so the lm_head's
-    N = V = 65 would cost as much as N = 128. Up to EDGE_COLUMNS leftover columns are
+    A panel costs the same however few of its NC columns are real, so with NC = 64 the
+    lm_head's N = V = 65 would cost as much as N = 128. Up to EDGE_COLUMNS leftover columns are
     cheaper as dot products of a row of a with a column of b, which needs a's rows
     contiguous (the dot product runs along them).
     """
@@ -373,7 +372,7 @@ def gemm_ref(a, b):
 # GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads.
 BLAS_SINGLE_THREAD_WORK = 65536 * 4
 BATCH_MIN_WORK = 2**22  # multiply-adds of a whole batch of small matrices from which the Numba GEMM runs them
-TILE_FITS_REGISTERS = compiles_for_avx512()  # see _target.py; without it the rule sends every product to BLAS
+RULE_MEASURED = ISA in ("avx512", "avx2")  # instruction sets the rule was measured on; elsewhere BLAS
 
 
 def uses_numba_gemm(a_shape, b_shape):
@@ -427,7 +426,7 @@ def uses_numba_gemm(a_shape, b_shape):
     mode = os.environ.get("TINYGPT_MATMUL")
     if mode in ("numba", "blas"):
         return mode == "numba"
-    if not TILE_FITS_REGISTERS:
+    if not RULE_MEASURED:
         return False
     M, K = a_shape[-2:]
     N = b_shape[-1]
