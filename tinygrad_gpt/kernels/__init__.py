@@ -28,9 +28,9 @@ reference machine (a 2-vCPU virtual machine).
 This package sets the middle way, unless the user has set OMP_WAIT_POLICY or
 GOMP_SPINCOUNT: idle OpenMP threads spin for GOMP_SPINCOUNT = 10000 rounds (about 0.1 ms
 of CPU here) and then sleep. The kernels of a training step follow each other closely
-enough to find the thread still awake, and on CPUs with AVX-512 BLAS never competes with
-them, because `matmul` sends every product that OpenBLAS would run on several threads to
-the Numba GEMM (`uses_numba_gemm` says what happens on others). Measured whole training
+enough to find the thread still awake, and on CPUs with AVX-512 or AVX2 BLAS never
+competes with them, because `matmul` sends every product that OpenBLAS would run on
+several threads to the Numba GEMM (see `uses_numba_gemm`). Measured whole training
 steps, alternating runs on a quiet machine: baby GPT (4 layers, C=128) 22.9-23.8 ms
 against 25.3-26.3 ms with PASSIVE; 2 layers, C=64: 6.4-7.7 against 7.3-7.8 ms. Kernel
 calls too small to gain from a second thread run on one (see _threads.py). The variables

@@ -378,17 +378,17 @@ RULE_MEASURED = ISA in ("avx512", "avx2")  # instruction sets the rule was measu
 def uses_numba_gemm(a_shape, b_shape):
     """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
 
-    Rule: on a CPU for which Numba generates AVX-512 code, the Numba GEMM for every
-    product whose matrices have M * N * K above BLAS_SINGLE_THREAD_WORK = 2^18
+    Rule: on a CPU for which Numba generates AVX-512 or AVX2 code, the Numba GEMM for
+    every product whose matrices have M * N * K above BLAS_SINGLE_THREAD_WORK = 2^18
     multiply-adds, the products OpenBLAS would spread over its threads, and for batches
     of smaller matrices worth BATCH_MIN_WORK = 2^22 multiply-adds in all (the attention
     products of the baby GPT: 48 x 64 x 64 x 32); NumPy's BLAS for the rest, which
     OpenBLAS runs on the calling thread (decoding with the KV cache, tiny models). On
-    any other CPU (AVX2, ARM), BLAS for every product. The rule ignores the dtype: in
-    float64, which only the gradient checks use, the tile fills all 32 registers and
-    the two paths measured about even. The environment variable
-    TINYGPT_MATMUL overrides the rule: "blas" for BLAS everywhere, "numba" for the
-    Numba GEMM on every product of 2-D or batched matrices.
+    any other CPU (ARM, where the tile was never measured), BLAS for every product.
+    The rule ignores the dtype: in float64, which only the gradient checks use, the
+    AVX-512 tile fills all 32 registers and the two paths measured about even. The
+    environment variable TINYGPT_MATMUL overrides the rule: "blas" for BLAS
+    everywhere, "numba" for the Numba GEMM on every product of 2-D or batched matrices.
 
     Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
     float32):
@@ -408,14 +408,15 @@ def uses_numba_gemm(a_shape, b_shape):
       Numba GEMM path is faster than np.matmul on every product of both GPTs, the
       smallest (the baby lm_head's, 6.4 M multiply-adds, about 45 us) included; the
       README has the table.
-    * Without AVX-512 the micro-kernel's tile does not fit in the vector registers (see
-      _target.py). Measured with AVX2 code generated on the reference machine
-      (NUMBA_CPU_NAME=haswell and an AVX2 NUMBA_CPU_FEATURES list; its OpenBLAS runs
-      AVX2 kernels there anyway): the Numba GEMM at 0.57-0.78x np.matmul's speed on
-      every linear product of both GPTs and 0.66-1.25x on the attention products;
-      whole baby steps 33.5-36.5 ms with BLAS everywhere against 36.5-36.6 ms with the
-      AVX-512 rule, 42-47 ms with the Numba GEMM on the attention products alone
-      (OpenBLAS's spinning threads again).
+    * With AVX2 (its 6 x 16 tile, see _target.py), measured by generating AVX2 code on
+      the reference machine (`bench_kernels.py --emulate-avx2`; not measured on a real
+      AVX2 CPU; the machine's OpenBLAS runs AVX2 kernels anyway): product by product
+      the Numba GEMM is slower than np.matmul alone on most linear products (0.72-1.01x,
+      one at 1.37x) and faster on every attention product (1.04-1.80x), but whole
+      training steps are faster with the rule, OpenBLAS's spinning threads again: baby
+      GPT 28.1-28.8 ms against 35.2-39.8 ms with BLAS everywhere, 6 layers, C=384: 773
+      against 819 ms. So the rule holds there too, for the steps rather than the
+      products. (The AVX-512 tile compiled for AVX2 spilled: 0.57-0.78x np.matmul.)
     * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
       block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
       instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
