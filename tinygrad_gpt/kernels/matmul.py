@@ -412,7 +412,7 @@ def uses_numba_gemm(a_shape, b_shape):
       the reference machine (`bench_kernels.py --emulate-avx2`; not measured on a real
       AVX2 CPU; the machine's OpenBLAS runs AVX2 kernels anyway): product by product
       the Numba GEMM is slower than np.matmul alone on most linear products (0.72-1.01x,
-      one at 1.37x) and faster on every attention product (1.04-1.80x), but whole
+      two at 1.21x and 1.37x) and faster on every attention product (1.04-1.80x), but whole
       training steps are faster with the rule, OpenBLAS's spinning threads again: baby
       GPT 28.1-28.8 ms against 35.2-39.8 ms with BLAS everywhere, 6 layers, C=384: 773
       against 819 ms. So the rule holds there too, for the steps rather than the
