@@ -39,14 +39,17 @@ the package does.
 
 The SLP vectorizer. LLVM has two auto-vectorizers: the loop vectorizer, which Numba runs,
 and the SLP vectorizer, which packs independent scalar operations of straight-line code
-into vector ones and which Numba leaves off (NUMBA_SLP_VECTORIZE=0) by default. The GEMM
-tile for AVX2 (6 x 16, see _target.py) is such straight-line code once LLVM has unrolled
-its short loops, and without SLP it compiles to scalar FMAs: 3-12 instead of about 125
-GFLOP/s on one core. This package sets NUMBA_SLP_VECTORIZE=1 unless the user has set it;
-Numba reads its settings again before each compilation, so this takes effect even when
-Numba was imported first. It applies to the user's own Numba functions compiled in the
-same process too. With AVX-512 it changed no training step measurably (baby GPT 19.2-19.3
-ms either way).
+into vector ones. Numba turned SLP off by default in 2023 (numba#8852) after LLVM
+miscompiled code with it. The GEMM tile for AVX2 (6 x 16, see _target.py) is such
+straight-line code once LLVM has unrolled its short loops, and without SLP it compiles to
+scalar FMAs: 3-12 instead of about 125 GFLOP/s on one core. So when Numba compiles for
+AVX2 without AVX-512, and the user has not set NUMBA_SLP_VECTORIZE, this package sets
+Numba's `config.SLP_VECTORIZE = 1` (the attribute rather than the environment variable:
+a changed NUMBA_* variable makes Numba re-read all its settings at the next compilation,
+undoing ones the user made in code). The kernel tests pass with it, compiled for AVX2 (CI
+runs them that way). It applies to the user's own Numba functions compiled in the same
+process too, and Numba's on-disk cache does not record it: after changing it, delete the
+cache (`tinygrad_gpt/kernels/__pycache__`). With AVX-512 nothing needs it and it stays off.
 
 Thread placement. A sleeping worker thread is sometimes woken on the core of the main
 thread, and the two then share one core until the scheduler moves one. With spinning
@@ -65,7 +68,13 @@ import os
 
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-os.environ.setdefault("NUMBA_SLP_VECTORIZE", "1")
+
+from . import _target  # noqa: E402
+
+if _target.vector_isa() == "avx2" and "NUMBA_SLP_VECTORIZE" not in os.environ:
+    from numba.core import config
+
+    config.SLP_VECTORIZE = 1
 
 from .adamw import adamw_step, adamw_step_ref  # noqa: E402
 from .attention import attention_backward, attention_backward_ref, attention_forward, attention_forward_ref  # noqa: E402

@@ -36,7 +36,8 @@ reference machine), against about 125 for one thread of OpenBLAS, whose kernels 
 are AVX2 ones; compiled for AVX2 (`bench_kernels.py --emulate-avx2`) about 125 as well.
 `bench_kernels.py` measures every product of a training step. The narrow AVX2 tile
 needs LLVM's SLP vectorizer: its j loop of 16 is unrolled completely before the loop
-vectorizer sees it, and without SLP the code stays scalar (3-12 GFLOP/s, measured).
+vectorizer sees it, and without SLP the code stays scalar (3-12 GFLOP/s, measured; see
+kernels/__init__.py, which turns SLP on for AVX2 targets).
 """
 
 import math
@@ -411,9 +412,10 @@ def uses_numba_gemm(a_shape, b_shape):
     * With AVX2 (its 6 x 16 tile, see _target.py), measured by generating AVX2 code on
       the reference machine (`bench_kernels.py --emulate-avx2`; not measured on a real
       AVX2 CPU; the machine's OpenBLAS runs AVX2 kernels anyway): product by product
-      the Numba GEMM is slower than np.matmul alone on most linear products (0.72-1.01x,
-      two at 1.21x and 1.37x) and faster on every attention product (1.04-1.80x), but whole
-      training steps are faster with the rule, OpenBLAS's spinning threads again: baby
+      the Numba GEMM is slower than np.matmul alone on most linear products (0.72-0.99x
+      on 25 of 30, 1.00-1.37x on five) and faster on every attention product
+      (1.04-1.80x), but whole training steps are faster with the rule, OpenBLAS's
+      spinning threads again: baby
       GPT 28.1-28.8 ms against 35.2-39.8 ms with BLAS everywhere, 6 layers, C=384: 773
       against 819 ms. So the rule holds there too, for the steps rather than the
       products. (The AVX-512 tile compiled for AVX2 spilled: 0.57-0.78x np.matmul.)
