@@ -27,7 +27,7 @@ PARALLEL_MIN_US = 150.0  # below this single-thread time, waking the other threa
 
 
 class threads_for:
-    """Context manager: run the enclosed kernel call on one thread if its single-thread estimate serial_us is under parallel_min_us.
+    """Context manager: the enclosed kernel call runs on one thread if its estimate serial_us < parallel_min_us.
 
     A class rather than a generator-based context manager because it wraps every kernel
     call, down to ones of 20 us: this costs about 0.3 us a call, the generator version 3.

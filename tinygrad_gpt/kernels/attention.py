@@ -248,8 +248,9 @@ def attention_backward(dy, q, k, v, att, scale):
     skipped, so no causal flag is needed.
 
     Three of the four backward products have hs columns, which the micro-kernel pads to
-    a multiple of NC (64 with AVX-512). When hs is not such a multiple the fused kernel wastes that
-    padding, and the textbook composition of `matmul` and `softmax_backward` is faster.
+    a multiple of NC (64 with AVX-512, 16 with AVX2). When hs is not such a multiple the
+    fused kernel wastes that padding, and the textbook composition of `matmul` and
+    `softmax_backward` is faster.
     Measured (float32, B * nh = 48): hs = 32, T = 64: fused 0.88-1.26 ms, composed
     0.56-0.58 ms, NumPy reference 0.66-0.69 ms; hs = 64, T = 256: fused 13.8-17.3 ms,
     composed 24.5-32.5 ms, reference 28 ms.

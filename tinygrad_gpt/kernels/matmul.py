@@ -268,9 +268,9 @@ def _edge_columns(a, N):
     """How many of the last columns of a @ b (N columns) `_bmm_kernel` computes as dot products.
 
     A panel costs the same however few of its NC columns are real, so with NC = 64 the
-    lm_head's N = V = 65 would cost as much as N = 128. Up to EDGE_COLUMNS leftover columns are
-    cheaper as dot products of a row of a with a column of b, which needs a's rows
-    contiguous (the dot product runs along them).
+    lm_head's N = V = 65 would cost as much as N = 128. Up to EDGE_COLUMNS leftover
+    columns are cheaper as dot products of a row of a with a column of b, which needs
+    a's rows contiguous (the dot product runs along them).
     """
     edge = N % NC
     if edge > EDGE_COLUMNS or a.strides[2] != a.itemsize:
@@ -295,7 +295,7 @@ def _task_shape(a, n_panels, threads):
     Measured (bench_kernels.py), this beats packing b in a call of its own first on
     every linear product of the two GPTs, by 5-45%, but one kind: with a transposed a
     of many rows (the bigger GPT's dY^T @ x, 1152 and 1536 rows) every panel's task
-    re-reads all of a, 16 bytes of each cache line it loads, and tasks over (group of
+    re-reads all of a, MR numbers of each cache line it loads, and tasks over (group of
     row blocks, panel) of a b packed beforehand are faster (6.9 against 8.1 ms).
     """
     P, M, _ = a.shape
