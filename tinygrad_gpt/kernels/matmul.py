@@ -412,12 +412,11 @@ def uses_numba_gemm(a_shape, b_shape):
     * With AVX2 (its 6 x 16 tile, see _target.py), measured by generating AVX2 code on
       the reference machine (`bench_kernels.py --emulate-avx2`; not measured on a real
       AVX2 CPU; the machine's OpenBLAS runs AVX2 kernels anyway): product by product
-      the Numba GEMM is slower than np.matmul alone on most linear products (0.72-0.99x
-      on 25 of 30, 1.00-1.37x on five) and faster on every attention product
-      (1.04-1.80x), but whole training steps are faster with the rule, OpenBLAS's
-      spinning threads again: baby
-      GPT 28.1-28.8 ms against 35.2-39.8 ms with BLAS everywhere, 6 layers, C=384: 773
-      against 819 ms. So the rule holds there too, for the steps rather than the
+      the Numba GEMM is slower than np.matmul alone on most linear products (0.71-0.99x
+      on 25 of 30, 1.00-1.03x on five) and on two of the twelve attention products
+      (all twelve: 0.95-1.54x), but whole training steps are faster with the rule,
+      OpenBLAS's spinning threads again: baby GPT 28.1-31.3 ms against 35.2-39.8 ms with
+      BLAS everywhere, 6 layers, C=384: 773 against 819 ms. So the rule holds there too, for the steps rather than the
       products. (The AVX-512 tile compiled for AVX2 spilled: 0.57-0.78x np.matmul.)
     * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
       block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
