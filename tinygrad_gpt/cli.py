@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from .tokenizers import CharTokenizer
+from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
 
 
@@ -159,7 +159,7 @@ def run_sample(args):
     _check_sample_args(args)
     model, metadata, _ = load_model(args.ckpt)
     if metadata.get("tokenizer"):
-        tokenizer = CharTokenizer.from_dict(metadata["tokenizer"])
+        tokenizer = tokenizer_from_dict(metadata["tokenizer"])
     else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
         tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
     prompt = args.prompt or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[0])

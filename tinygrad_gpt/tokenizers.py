@@ -148,3 +148,13 @@ def _describe_chars(chars):
     shown = ", ".join(repr(ch) for ch in chars[:_MAX_CHARS_IN_ERROR])
     extra = len(chars) - _MAX_CHARS_IN_ERROR
     return shown + (f" and {extra} more" if extra > 0 else "")
+
+
+def tokenizer_from_dict(d):
+    """Rebuild any tokenizer from the description its ``to_dict`` wrote (as a checkpoint stores it)."""
+    if not isinstance(d, dict) or "type" not in d:
+        raise ValueError(f"tokenizer description must be a dict with a 'type' key, got {d!r:.80}")
+    kinds = {"char": CharTokenizer}
+    if d["type"] not in kinds:
+        raise ValueError(f"unknown tokenizer type {d['type']!r}; known types are {sorted(kinds)}")
+    return kinds[d["type"]].from_dict(d)
