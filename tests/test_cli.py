@@ -200,7 +200,7 @@ class ConfigAccepted(BaseException):
     A BaseException, so that main() lets it through like a real success."""
 
 
-def accept(config, resume, explicit, overwrite=False):
+def accept(config, resume, explicit, overwrite=False, **display):
     raise ConfigAccepted(config)
 
 
@@ -520,9 +520,9 @@ def remove_last(run):
     [
         (None, ["--n_embd", "32", "--n_head", "2"], "cannot resume: n_embd is 32 but checkpoint"),
         (None, ["--bias", "true"], "cannot resume: bias is True but checkpoint"),
-        (None, ["--data", "pystdlib"], "cannot resume: data is 'pystdlib' but checkpoint"),
+        (None, ["--data", "pystdlib"], "the text of pystdlib is not the text this run was trained on"),
         (None, ["--max_iters", "2"], "is at iteration 4, past max_iters 2"),
-        (rewrite_with_other_characters, [], "are not the vocabulary of the checkpoint (29 characters)"),
+        (rewrite_with_other_characters, ["--data", "input.txt"], "the text of input.txt is not the text this run was"),
         (drop_optimizer_state, [], "cannot be resumed, its training state is damaged"),
         (drop_random_state, [], "cannot be resumed: it lacks the training state ['rng_state']"),
         (truncate_last, [], "is truncated or corrupted"),

@@ -41,7 +41,8 @@ def test_train_shakespeare_char_then_sample(tmp_path, small_text):
     assert re.search(r"val loss \d+\.\d{4} at iteration 3, wall time \d+ s", done.stdout), done.stdout
     assert (tmp_path / "out" / "ckpt_best.npz").exists() and (tmp_path / "out" / "history.csv").exists()
 
-    sample = run_example("sample.py", "out/ckpt_best.npz", "--prompt", "First", "--tokens", "20", cwd=tmp_path)
+    sample = run_example("sample.py", "--ckpt", "out/ckpt_best.npz", "--prompt", "First", "--max-new-tokens", "20",
+                         cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("First") and len(sample.stdout.rstrip("\n")) == len("First") + 20
 
@@ -53,7 +54,7 @@ def test_adder_reports_its_held_out_exact_match(tmp_path):
 
 
 def test_examples_refuse_bad_input_in_one_line(tmp_path):
-    done = run_example("sample.py", "missing.npz", cwd=tmp_path)
+    done = run_example("sample.py", "--ckpt", "missing.npz", cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "missing.npz" in done.stderr

@@ -24,13 +24,16 @@ Exit status:
 import argparse
 import dataclasses
 import math
+import shlex
 import signal
 import sys
 
 import numpy as np
 
+from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
-from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
+from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
+from .training_state import load_model
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -118,7 +121,9 @@ def train_config(args):
 
 def run_train(args):
     config, explicit = train_config(args)
-    result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
+    with StopSignals() as stop:
+        result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite, progress=Progress(),
+                       stop=stop)
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
@@ -127,16 +132,10 @@ def run_train(args):
                              generator=np.random.default_rng(config.seed))
         print(batches.tokenizer.decode(out[0]))
     elif batches.tokenizer is None:
-        task = batches.task
-        accuracy = task.score(lambda prompts: greedy_answers(model, prompts, task.answer_length))
-        print(f"\nexact-match accuracy on {len(task.problems('test'))} held-out problems: {accuracy:.2%}")
-    print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best val)")
+        accuracy = task_accuracy(model, batches.task)
+        print(f"\nexact-match accuracy on {len(batches.task.problems('test'))} held-out problems: {accuracy:.2%}")
+    print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best {batches.splits[-1]} loss)")
     return 0
-
-
-def greedy_answers(model, prompts, answer_length):
-    """The model's greedy answer tokens (N, answer_length) for task prompts (N, P)."""
-    return model.generate(prompts, answer_length, temperature=0)[:, prompts.shape[1]:]
 
 
 def _check_sample_args(args):
@@ -180,23 +179,31 @@ def run_sample(args):
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
+    return exit_status(lambda: run_train(args) if args.command == "train" else run_sample(args))
+
+
+def exit_status(run, prog="tinygpt", resume_command="tinygpt train --resume --out_dir {out_dir}"):
+    """Call `run()` and return its status; what it raises becomes one line on
+    stderr and the status of the module docstring. The example scripts use it
+    too, with their own name and the command that resumes them."""
     try:
-        return run_train(args) if args.command == "train" else run_sample(args)
+        return run()
     except TrainingInterrupted as stop:
-        print(f"tinygpt: {stop}", file=sys.stderr)
+        resume = resume_command.format(out_dir=shlex.quote(stop.out_dir))
+        print(f"{prog}: {stop} (continue with: {resume})", file=sys.stderr)
         return 128 + stop.signal_number
     except TrainingDiverged as error:
-        print(f"tinygpt: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("tinygpt: interrupted; the checkpoints already written are intact", file=sys.stderr)
+        print(f"{prog}: interrupted; the checkpoints already written are intact", file=sys.stderr)
         return 128 + signal.SIGINT
     except MemoryError as error:
-        print(f"tinygpt: error: out of memory ({error}); try a smaller model, batch_size or block_size",
+        print(f"{prog}: error: out of memory ({error}); try a smaller model, batch_size or block_size",
               file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
-        print(f"tinygpt: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
 
 
