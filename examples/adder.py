@@ -46,9 +46,10 @@ def main():
                        progress=Progress(), stop=stop)
     model, task = result["model"], result["batches"].task
     accuracy = task_accuracy(model, task, split="test")
-    n_test = len(task.problems("test"))
+    n_test, first = len(task.problems("test")), result["start_iter"]
+    session = f" for iterations {first}-{result['iter_num']} (resumed; earlier sessions not counted)" if first else ""
     print(f"\nexact match on {n_test} held-out problems: {accuracy:.2%} "
-          f"({round((1 - accuracy) * n_test)} wrong), wall time {time.perf_counter() - start:.0f} s")
+          f"({round((1 - accuracy) * n_test)} wrong), wall time {time.perf_counter() - start:.0f} s{session}")
     return 0
 
 

@@ -50,9 +50,10 @@ def main():
         result = train(config, resume=args.resume, explicit=tuple(given), overwrite=args.overwrite,
                        progress=Progress(), stop=stop)
     elapsed = time.perf_counter() - start
-    val = result["losses"].get("val")
-    print(f"\nval loss {val:.4f} at iteration {result['iter_num']}, wall time {elapsed:.0f} s "
-          f"(median step {result['median_step_ms']:.1f} ms)")
+    val, first = result["losses"].get("val"), result["start_iter"]
+    session = f" for iterations {first}-{result['iter_num']} (resumed; earlier sessions not counted)" if first else ""
+    median = f"median step {result['median_step_ms']:.1f} ms" if result["median_step_ms"] else "no steps taken"
+    print(f"\nval loss {val:.4f} at iteration {result['iter_num']}, wall time {elapsed:.0f} s{session} ({median})")
 
     model, tokenizer = result["model"], result["batches"].tokenizer
     start_ids = tokenizer.encode("\n")[None, :]

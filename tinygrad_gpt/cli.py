@@ -1,6 +1,6 @@
 """The `tinygpt` command (also `python -m tinygrad_gpt`).
 
-    tinygpt train                      # a baby GPT on the embedded corpus, ~3 minutes
+    tinygpt train                      # a baby GPT on the embedded corpus
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
@@ -23,6 +23,7 @@ Exit status:
 
 import argparse
 import dataclasses
+import importlib.metadata
 import math
 import shlex
 import signal
@@ -72,6 +73,7 @@ def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
                              description="Train and sample a small GPT written from scratch on NumPy.")
+    parser.add_argument("--version", action="version", version=f"tinygpt {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
     commands.required = True
 
@@ -101,11 +103,20 @@ def build_parser():
         ("seed", int, 1337, "random seed"),
         ("num_samples", int, 1, "how many samples to write"),
     ]:
-        sample_parser.add_argument(f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=kind,
-                                   default=default, help=f"{help_text} (default: {default})")
+        spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])  # one, for a name without _
+        sample_parser.add_argument(*spellings, dest=name, type=kind, default=default,
+                                   help=f"{help_text} (default: {default})")
     sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                                help="recompute the whole context each step, as nanoGPT (slower)")
     return parser
+
+
+def _version():
+    """The installed package's version (setup.cfg), or a note that it is not installed."""
+    try:
+        return importlib.metadata.version("tinygrad_gpt")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without `pip install -e .`
+        return "(version unknown: the package is not installed)"
 
 
 def train_config(args):

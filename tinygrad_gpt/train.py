@@ -201,6 +201,9 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
     if saved:
         iter_num, best_val_loss, history = restore_training_state(last_path, *saved, model, optimizer, data_rng)
         progress.line(f"resuming from {last_path} at iteration {iter_num}")
+        if iter_num >= config.max_iters:
+            progress.line(f"the run already reached max_iters {config.max_iters}, so there is nothing to train; "
+                          f"to train longer, resume with a larger --max_iters (such as {2 * config.max_iters})")
     start_iter, saved_iter = iter_num, (iter_num if saved else None)  # saved_iter: what ckpt_last.npz holds
     progress.line(_describe_run(config, batches, model))
 
@@ -392,7 +395,7 @@ def _build_run(config, resume, explicit, overwrite, batches, model, optimizer):
         _refuse_to_replace(last_path, best_path, overwrite)
     if batches is None:
         if saved_meta:
-            _check_same_task(last_path, saved_meta, config)
+            _check_resumed_data(last_path, saved_meta, config)
         saved_sha = saved_meta.get("data_sha256") if saved_meta else None
         batches = Batches(config.data, config.batch_size, config.block_size, tokenizer, text_sha256=saved_sha)
         config = dataclasses.replace(config, data=batches.source)  # as an absolute path: resumable from anywhere
@@ -422,12 +425,16 @@ def _refuse_to_replace(last_path, best_path, overwrite):
                               f"start over with --overwrite, or choose another --out_dir")
 
 
-def _check_same_task(path, metadata, config):
+def _check_resumed_data(path, metadata, config):
     """A resumed task (or a text from a checkpoint older than data_sha256) keeps its name;
-    a text is recognised by its SHA-256 instead, under any path (data.Batches)."""
+    a text is recognised by its SHA-256 instead, under any path (data.Batches), and
+    without --data it is read from the absolute path the checkpoint stores."""
     saved_data = metadata["train_config"].get("data")
     if metadata.get("data_sha256") is None and config.data != saved_data:
         raise ValueError(f"cannot resume: data is {config.data!r} but checkpoint {path} was trained on {saved_data!r}")
+    if config.data == saved_data and config.data not in BUILT_IN and not os.path.exists(saved_data):
+        raise FileNotFoundError(f"cannot resume: {saved_data}, the text this run was trained on, is gone; "
+                                f"give its new path with --data")
 
 
 def _check_resume(path, metadata, config, model_config):
