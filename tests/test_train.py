@@ -19,7 +19,7 @@ import pytest
 
 from tinygrad_gpt.checkpoint import load_checkpoint
 from tinygrad_gpt.data import Batches
-from tinygrad_gpt.gpt import GPT
+from tinygrad_gpt.gpt import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW
 from tinygrad_gpt.progress import Progress
 from tinygrad_gpt.train import (
@@ -92,6 +92,17 @@ def test_bad_settings_are_refused_in_one_sentence_naming_the_setting(settings, m
 
 
 WRONG_TYPES = [{"n_layer": 2.0}, {"n_layer": True}, {"learning_rate": "1e-3"}]
+
+
+def test_the_model_settings_are_gptconfigs_fields_with_a_baby_gpts_defaults():
+    model_fields = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert train_fields[: len(model_fields)] == model_fields
+    config = TrainConfig()
+    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.dropout, config.bias) == (
+        4, 4, 128, 64, 0.0, False)
+    assert config.model_config(vocab_size=7) == GPTConfig(vocab_size=7, n_layer=4, n_head=4, n_embd=128,
+                                                          block_size=64, dropout=0.0, bias=False)
 
 
 def test_an_unknown_setting_is_named_with_the_closest_known_one():

@@ -4,6 +4,7 @@
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
+    tinygpt --version
 
 Exit status:
 
@@ -57,6 +58,8 @@ _HELP = {
     "data": "a UTF-8 text file, or pystdlib (Python's own source, no download), adder or sorter",
     "out_dir": "where checkpoints, history.csv and loss_curve.png go",
     "grad_clip": "clip the global gradient norm to this (0: off)",
+    "batch_size": "rows per optimizer step",
+    "gradient_accumulation_steps": "split each step's batch into this many micro-batches (saves memory, same step)",
     "eval_iters": "batches per loss estimate",
     "sample_tokens": "tokens of text to print when training ends",
     "dtype": "float32 or float64",
