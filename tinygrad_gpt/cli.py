@@ -1,9 +1,10 @@
 """The `tinygpt` command (also `python -m tinygrad_gpt`).
 
-    tinygpt train                      # a baby GPT on the embedded corpus, ~3 minutes
+    tinygpt train                      # a baby GPT on the embedded corpus
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
+    tinygpt --version
 
 Exit status:
 
@@ -23,14 +24,18 @@ Exit status:
 
 import argparse
 import dataclasses
+import importlib.metadata
 import math
+import shlex
 import signal
 import sys
 
 import numpy as np
 
+from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
-from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
+from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
+from .training_state import load_model
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -53,6 +58,8 @@ _HELP = {
     "data": "a UTF-8 text file, or pystdlib (Python's own source, no download), adder or sorter",
     "out_dir": "where checkpoints, history.csv and loss_curve.png go",
     "grad_clip": "clip the global gradient norm to this (0: off)",
+    "batch_size": "rows per optimizer step",
+    "gradient_accumulation_steps": "split each step's batch into this many micro-batches (saves memory, same step)",
     "eval_iters": "batches per loss estimate",
     "sample_tokens": "tokens of text to print when training ends",
     "dtype": "float32 or float64",
@@ -69,6 +76,7 @@ def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
                              description="Train and sample a small GPT written from scratch on NumPy.")
+    parser.add_argument("--version", action="version", version=f"tinygpt {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
     commands.required = True
 
@@ -98,11 +106,20 @@ def build_parser():
         ("seed", int, 1337, "random seed"),
         ("num_samples", int, 1, "how many samples to write"),
     ]:
-        sample_parser.add_argument(f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=kind,
-                                   default=default, help=f"{help_text} (default: {default})")
+        spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])  # one, for a name without _
+        sample_parser.add_argument(*spellings, dest=name, type=kind, default=default,
+                                   help=f"{help_text} (default: {default})")
     sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                                help="recompute the whole context each step, as nanoGPT (slower)")
     return parser
+
+
+def _version():
+    """The installed package's version (setup.cfg), or a note that it is not installed."""
+    try:
+        return importlib.metadata.version("tinygrad_gpt")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without `pip install -e .`
+        return "(version unknown: the package is not installed)"
 
 
 def train_config(args):
@@ -118,7 +135,9 @@ def train_config(args):
 
 def run_train(args):
     config, explicit = train_config(args)
-    result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
+    with StopSignals() as stop:
+        result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite, progress=Progress(),
+                       stop=stop)
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
@@ -127,16 +146,10 @@ def run_train(args):
                              generator=np.random.default_rng(config.seed))
         print(batches.tokenizer.decode(out[0]))
     elif batches.tokenizer is None:
-        task = batches.task
-        accuracy = task.score(lambda prompts: greedy_answers(model, prompts, task.answer_length))
-        print(f"\nexact-match accuracy on {len(task.problems('test'))} held-out problems: {accuracy:.2%}")
-    print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best val)")
+        accuracy = task_accuracy(model, batches.task)
+        print(f"\nexact-match accuracy on {len(batches.task.problems('test'))} held-out problems: {accuracy:.2%}")
+    print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best {batches.splits[-1]} loss)")
     return 0
-
-
-def greedy_answers(model, prompts, answer_length):
-    """The model's greedy answer tokens (N, answer_length) for task prompts (N, P)."""
-    return model.generate(prompts, answer_length, temperature=0)[:, prompts.shape[1]:]
 
 
 def _check_sample_args(args):
@@ -180,23 +193,31 @@ def run_sample(args):
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
+    return exit_status(lambda: run_train(args) if args.command == "train" else run_sample(args))
+
+
+def exit_status(run, prog="tinygpt", resume_command="tinygpt train --resume --out_dir {out_dir}"):
+    """Call `run()` and return its status; what it raises becomes one line on
+    stderr and the status of the module docstring. The example scripts use it
+    too, with their own name and the command that resumes them."""
     try:
-        return run_train(args) if args.command == "train" else run_sample(args)
+        return run()
     except TrainingInterrupted as stop:
-        print(f"tinygpt: {stop}", file=sys.stderr)
+        resume = resume_command.format(out_dir=shlex.quote(stop.out_dir))
+        print(f"{prog}: {stop} (continue with: {resume})", file=sys.stderr)
         return 128 + stop.signal_number
     except TrainingDiverged as error:
-        print(f"tinygpt: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("tinygpt: interrupted; the checkpoints already written are intact", file=sys.stderr)
+        print(f"{prog}: interrupted; the checkpoints already written are intact", file=sys.stderr)
         return 128 + signal.SIGINT
     except MemoryError as error:
-        print(f"tinygpt: error: out of memory ({error}); try a smaller model, batch_size or block_size",
+        print(f"{prog}: error: out of memory ({error}); try a smaller model, batch_size or block_size",
               file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
-        print(f"tinygpt: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -18,6 +18,7 @@ from . import functional as F
 from . import rng
 from .nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
 from .tensor import Tensor, is_grad_enabled, no_grad
+from .validate import check_int, check_number
 
 
 @dataclass
@@ -34,15 +35,12 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
+            check_int(f"GPTConfig: {name}", getattr(self, name), minimum=1)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"GPTConfig: dropout must be a number in [0, 1), got {self.dropout!r}")
+        check_number("GPTConfig: dropout", self.dropout, minimum=0, below=1)
         if not isinstance(self.bias, bool):
             raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
 
@@ -253,8 +251,7 @@ class GPT(Module):
 def _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p):
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"generate: idx must have shape (B, T) with T >= 1, got {idx.shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    check_int("generate: max_new_tokens", max_new_tokens, minimum=0)
     if not 0 <= temperature < math.inf:
         raise ValueError(f"generate: temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
