@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from shared_data import gpt2_vocabulary_files
 
 from tinygrad_gpt.tokenizers import BPETokenizer, tokenizer_from_dict
+from tinygrad_gpt.tokenizers.bpe_merge import merge_pieces, merge_pieces_ref
 from tinygrad_gpt.tokenizers.bpe_train import learn_merges
 from tinygrad_gpt.tokenizers.bytelevel import BYTE_TO_CHAR, GPT2_SPLIT, GPT2_SPLIT_PATTERN
 
@@ -164,6 +165,33 @@ def test_decode_rejects_ids_outside_the_vocabulary(gpt2):
         gpt2.decode(np.zeros((2, 2), dtype=np.int64))
     with pytest.raises(TypeError, match="integers"):
         gpt2.decode([0.5])
+
+
+# ----- the compiled merge loop against its reference -----
+
+
+def merge_both_ways(tok, text):
+    pieces = [piece.encode("utf-8") for piece in GPT2_SPLIT.findall(text)]
+    table = (tok._byte_ids, tok._pair_keys, tok._pair_ranks, tok._merged_id_of_rank, tok.vocab_size)
+    return merge_pieces(pieces, *table), merge_pieces_ref(pieces, *table)
+
+
+def test_compiled_merges_match_the_reference_on_gpt2(gpt2):
+    compiled, reference = merge_both_ways(gpt2, "".join(VARIED_TEXTS.values()))
+    assert compiled == reference and max(map(len, reference)) > 1
+
+
+@given(text=st.text(alphabet="ab \n!é", max_size=120))
+def test_compiled_merges_match_the_reference_on_any_text(small, text):
+    compiled, reference = merge_both_ways(small, text)
+    assert compiled == reference
+
+
+def test_a_pair_listed_twice_merges_at_its_lower_rank():
+    vocab = byte_vocab("ab", "abc")
+    # ("a", "b") again at rank 2 must not change anything: rank 0 applies first.
+    tok = BPETokenizer(vocab, [("a", "b"), ("ab", "c"), ("a", "b")])
+    assert tok.encode("abcab").tolist() == [257, 256]
 
 
 # ----- round trips -----

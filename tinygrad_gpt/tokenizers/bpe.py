@@ -26,11 +26,10 @@ from pathlib import Path
 import numpy as np
 import regex
 
+from .bpe_merge import merge_pieces
 from .bpe_train import learn_merges
 from .bytelevel import BYTE_TO_CHAR, CHAR_TO_BYTE, GPT2_SPLIT
 
-# Sorts after every real (rank, token id) pair: "this pair has no merge".
-_NO_MERGE = (float("inf"), -1)
 # How many offending ids or tokens an error message lists.
 _MAX_IN_ERROR = 5
 
@@ -69,12 +68,15 @@ class BPETokenizer:
         self.vocab = dict(vocab)
         self.merges = merges
 
-        # Encoding works on ids: the id of each byte, and for each mergeable pair of ids
-        # its rank (lower merges first) and the id it becomes.
-        self._byte_ids = [vocab[BYTE_TO_CHAR[byte]] for byte in range(256)]
-        self._merge_of_pair = {
-            (vocab[left], vocab[right]): (rank, vocab[left + right]) for rank, (left, right) in enumerate(merges)
-        }
+        # Encoding works on ids: the id of each byte, and the merge table bpe_merge.py
+        # searches, keyed by left * vocab_size + right (stable sort: if a pair is listed
+        # twice, its lower rank is found first).
+        size = len(vocab)
+        self._byte_ids = np.array([vocab[BYTE_TO_CHAR[byte]] for byte in range(256)], dtype=np.int64)  # (256,)
+        keys = np.array([vocab[left] * size + vocab[right] for left, right in merges], dtype=np.int64)  # (M,)
+        self._pair_ranks = np.argsort(keys, kind="stable")  # (M,) the rank of each sorted key
+        self._pair_keys = keys[self._pair_ranks]  # (M,)
+        self._merged_id_of_rank = np.array([vocab[left + right] for left, right in merges], dtype=np.int64)  # (M,)
         merged = {left + right for left, right in merges}
         self.special_tokens = {
             token: i
@@ -277,36 +279,17 @@ class BPETokenizer:
         """Append the ids of ``text``, read with no special tokens, to the list ``ids``."""
         pieces = GPT2_SPLIT.findall(text)
         cache = self._cache
-        for piece in set(pieces).difference(cache):  # each new distinct piece once
-            cache[piece] = self._merge_piece(piece.encode("utf-8"))
+        new_pieces = list(set(pieces).difference(cache))  # each distinct piece not seen before, once
+        merged = merge_pieces(
+            [piece.encode("utf-8") for piece in new_pieces],
+            self._byte_ids,
+            self._pair_keys,
+            self._pair_ranks,
+            self._merged_id_of_rank,
+            self.vocab_size,
+        )
+        cache.update(zip(new_pieces, merged))
         ids.extend(itertools.chain.from_iterable(map(cache.__getitem__, pieces)))
-
-    def _merge_piece(self, piece_bytes):
-        """The BPE of one pre-tokenized piece: its byte ids, merged by rank until no merge applies.
-
-        GPT-2 merges every occurrence of the lowest-ranked pair, left to right, then
-        looks again. This merges one occurrence at a time, the leftmost of the lowest
-        rank, which gives the same tokens: the constructor checks that a merge only uses
-        tokens made by lower-ranked merges, so the pairs a merge creates rank above it,
-        and the next lowest is the next occurrence of the same pair while there is one.
-        Merging one at a time means only the two pairs beside the merge change.
-        """
-        ids = [self._byte_ids[byte] for byte in piece_bytes]
-        merge_of = self._merge_of_pair.get
-        # merges[i]: (rank, merged id) of the pair (ids[i], ids[i + 1]), or _NO_MERGE.
-        merges = [merge_of(pair, _NO_MERGE) for pair in zip(ids, ids[1:])]
-        while merges:
-            best = min(merges)
-            if best is _NO_MERGE:
-                break
-            i = merges.index(best)  # the leftmost occurrence
-            ids[i : i + 2] = [best[1]]
-            del merges[i]
-            if i > 0:
-                merges[i - 1] = merge_of((ids[i - 1], ids[i]), _NO_MERGE)
-            if i < len(merges):
-                merges[i] = merge_of((ids[i], ids[i + 1]), _NO_MERGE)
-        return ids
 
     def _special_set(self, tokens, name):
         """The special token strings that ``tokens`` ("all", or a collection of strings) names."""
