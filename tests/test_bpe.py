@@ -335,8 +335,9 @@ def byte_vocab(*extra):
     return vocab
 
 
-def test_from_files_reads_hugging_face_files_without_a_version_line(tmp_path):
-    vocab_path, merges_path = write_files(tmp_path, json.dumps(byte_vocab("ab")), "a b\n")
+@pytest.mark.parametrize("merges", ["a b\n", "a b", "#version: 0.2\r\na b\r\n"])
+def test_from_files_reads_merges_with_or_without_version_line_and_windows_line_ends(tmp_path, merges):
+    vocab_path, merges_path = write_files(tmp_path, json.dumps(byte_vocab("ab")), merges)
     assert BPETokenizer.from_files(vocab_path, merges_path).encode("abab").tolist() == [256, 256]
 
 
@@ -350,7 +351,7 @@ def test_from_files_reads_hugging_face_files_without_a_version_line(tmp_path):
         (json.dumps(byte_vocab("ab")), "#version: 0.2\na b\nab\n", r"merges\.txt line 3: expected two tokens separated by one space, got 'ab'"),
         (json.dumps(byte_vocab("ab")), "#version: 0.2\na  b\n", r"merges\.txt line 2: expected two tokens"),
         (json.dumps(byte_vocab("ab")), "#version: 0.2\na b\nab c\n", r"merges\.txt line 3: merge \('ab', 'c'\) needs the token 'abc', which is not in the vocabulary of .*vocab\.json"),
-        (json.dumps(byte_vocab("ab", "abc", "bc")), "ab c\na b\nb c\n", r"merge 0 \('ab', 'c'\) uses the token 'ab' before any lower-ranked merge makes it"),
+        (json.dumps(byte_vocab("ab", "abc", "bc")), "ab c\na b\nb c\n", r"merges\.txt: merge 0 \('ab', 'c'\) uses the token 'ab' before any lower-ranked merge makes it"),
     ],
 )  # fmt: skip
 def test_from_files_rejects_malformed_or_disagreeing_files(tmp_path, vocab, merges, pattern):

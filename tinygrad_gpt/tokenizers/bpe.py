@@ -120,6 +120,7 @@ class BPETokenizer:
         except ValueError as error:
             raise ValueError(f"{vocab_path}: {error}") from None
         merges = []
+        # read_text reads Windows line ends "\r\n" as "\n" too.
         for line_number, line in enumerate(merges_path.read_text(encoding="utf-8").split("\n"), start=1):
             if (line_number == 1 and line.startswith("#version")) or line == "":
                 continue
@@ -132,7 +133,10 @@ class BPETokenizer:
             if problem:
                 raise ValueError(f"{merges_path} line {line_number}: merge {pair!r} {problem} of {vocab_path}")
             merges.append(pair)
-        return cls(vocab, merges)
+        try:
+            return cls(vocab, merges)
+        except ValueError as error:  # merges out of learning order
+            raise ValueError(f"{merges_path}: {error}") from None
 
     @classmethod
     def train(cls, text, vocab_size, special_tokens=("<|endoftext|>",)):
@@ -247,8 +251,8 @@ class BPETokenizer:
                 self._encode_ordinary(text, ids)
         except UnicodeEncodeError as error:
             raise ValueError(
-                f"text contains the lone surrogate {error.object[error.start]!r} at index {error.start} "
-                "of a piece, which has no UTF-8 encoding; only valid Unicode text can be encoded"
+                f"text contains the lone surrogate {error.object[error.start]!r}, which has no UTF-8 encoding; "
+                "only valid Unicode text can be encoded"
             ) from None
         return np.array(ids, dtype=np.int64)  # (N,)
 
