@@ -28,7 +28,7 @@ import regex
 
 from .bpe_merge import merge_pieces
 from .bpe_train import learn_merges
-from .bytelevel import BYTE_TO_CHAR, CHAR_TO_BYTE, GPT2_SPLIT
+from .bytelevel import BYTE_TO_CHAR, BYTES_IN_ID_ORDER, CHAR_TO_BYTE, GPT2_SPLIT
 
 # How many offending ids or tokens an error message lists.
 _MAX_IN_ERROR = 5
@@ -143,7 +143,7 @@ class BPETokenizer:
         """Learn a vocabulary of ``vocab_size`` tokens from ``text``: 256 bytes, merges, then ``special_tokens``.
 
         Each merge joins a most frequent adjacent pair at the moment it is made; ties go
-        to the smallest pair of ids (see ``bpe_train.py``). The special tokens' strings
+        to the smallest pair of ids, as in Hugging Face's trainer (see ``bpe_train.py``). The special tokens' strings
         are cut out of ``text`` before counting, so no merge learns a piece of one. If
         the text runs out of pairs first, the vocabulary is smaller than asked.
         """
@@ -161,8 +161,8 @@ class BPETokenizer:
             )
         pieces = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]
         merged_ids = learn_merges(pieces, vocab_size - 256 - len(special_tokens))
-        # Ids 0..255 are the bytes in byte order; merge r makes id 256 + r.
-        strings = [BYTE_TO_CHAR[byte] for byte in range(256)]
+        # Ids 0..255 are the bytes in GPT-2's order; merge r makes id 256 + r.
+        strings = [BYTE_TO_CHAR[byte] for byte in BYTES_IN_ID_ORDER]
         for left, right in merged_ids:
             strings.append(strings[left] + strings[right])
         vocab = {string: i for i, string in enumerate(strings)}
