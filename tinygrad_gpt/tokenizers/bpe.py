@@ -32,6 +32,8 @@ from .bytelevel import BYTE_TO_CHAR, BYTES_IN_ID_ORDER, CHAR_TO_BYTE, GPT2_SPLIT
 
 # How many offending ids or tokens an error message lists.
 _MAX_IN_ERROR = 5
+# The 256 characters that stand for bytes in a token's string.
+_BYTE_LEVEL_CHARS = frozenset(CHAR_TO_BYTE)
 
 
 class BPETokenizer:
@@ -349,13 +351,14 @@ def _check_vocab(vocab):
 
 def _merge_problem(vocab, pair):
     """Why ``pair`` cannot be a merge of ``vocab``, as the end of a sentence, or None if it can."""
-    if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(token, str) for token in pair)):
+    if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str)):
         return "is not a pair of two token strings"
-    for token in (*pair, pair[0] + pair[1]):
+    merged = pair[0] + pair[1]
+    for token in (*pair, merged):
         if token not in vocab:
             return f"needs the token {token!r}, which is not in the vocabulary"
-        if any(char not in CHAR_TO_BYTE for char in token):
-            return f"involves the token {token!r}, which is not made of byte-level characters"
+    if not _BYTE_LEVEL_CHARS.issuperset(merged):  # the characters of both halves
+        return f"makes the token {merged!r}, which is not made of byte-level characters"
     return None
 
 
