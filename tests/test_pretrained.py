@@ -147,6 +147,24 @@ def test_dropout_is_the_callers_choice_and_the_model_starts_in_eval_mode(tmp_pat
     assert not model.training
 
 
+def test_the_tokenizer_loads_from_the_same_directory_and_encodes_as_gpt2tokenizer():
+    model, tokenizer = load_pretrained(FIXTURE)
+    assert tokenizer.vocab_size == model.config.vocab_size == 300
+    assert tokenizer.eot_token == json.loads((FIXTURE / "config.json").read_text())["eos_token_id"]
+    expected = np.split(REFERENCE["tokenizer_ids"], np.cumsum(REFERENCE["tokenizer_lengths"])[:-1])
+    for text, ids in zip(REFERENCE["tokenizer_strings"], expected):
+        np.testing.assert_array_equal(tokenizer.encode(str(text)), ids, err_msg=str(text))
+        assert tokenizer.decode(ids) == text
+
+
+def test_a_vocab_and_merges_that_disagree_are_named(tmp_path):
+    directory = weights_only(tmp_path)
+    shutil.copy(FIXTURE / "vocab.json", directory / "vocab.json")
+    (directory / "merges.txt").write_text((FIXTURE / "merges.txt").read_text() + "q zz\n")
+    with pytest.raises(ValueError, match="merges.txt line .*'zz'.*not in the vocabulary of .*vocab.json"):
+        load_pretrained(directory)
+
+
 # ---- export and the round trip ------------------------------------------------------------
 def test_export_writes_the_hugging_face_layout_and_loads_back_identically(tmp_path):
     model, _ = load_pretrained(weights_only(tmp_path))
@@ -316,8 +334,17 @@ def test_sample_init_from_an_exported_character_model(tmp_path, capsys):
     assert len(out) == 1 + 7 + 1 and set(out) <= set("\nabcd")  # prompt "\n", 7 tokens, print's newline
 
 
-def save_tiny_checkpoint(path, tokenizer):
-    model = GPT(GPTConfig(block_size=8, vocab_size=5, n_layer=1, n_head=1, n_embd=4))
+def test_sample_init_from_a_gpt2_directory_writes_its_greedy_continuation(capsys):
+    model, tokenizer = load_pretrained(FIXTURE)
+    expected = tokenizer.decode(model.generate(tokenizer.encode("First Citizen")[None], 10, temperature=0)[0])
+    status, out, err = run_main(capsys, "sample", "--init_from", FIXTURE, "--prompt", "First Citizen",
+                                "--temperature", "0", "--max-new-tokens", "10")
+    assert status == 0, err
+    assert out == expected + "\n"
+
+
+def save_tiny_checkpoint(path, tokenizer, vocab_size=5):
+    model = GPT(GPTConfig(block_size=8, vocab_size=vocab_size, n_layer=1, n_head=1, n_embd=4))
     arrays = {f"model/{name}": array for name, array in model.state_dict().items()}
     metadata = {"model_config": model.config.to_dict(), "tokenizer": tokenizer and tokenizer.to_dict()}
     save_checkpoint(path, arrays, metadata)
@@ -334,6 +361,17 @@ def test_export_command_writes_a_directory_and_says_the_tokenizer_is_not_gpt2s(t
                                   model.transformer.h[0].attn.c_attn.weight.data)
     status, _, err = run_main(capsys, "export", "--ckpt", tmp_path / "ckpt.npz", "--out", tmp_path / "hf")
     assert status == 2 and err.count("\n") == 1 and "already exists" in err, err
+
+
+def test_export_of_a_bpe_checkpoint_writes_gpt2s_tokenizer_files(tmp_path, capsys):
+    tokenizer = load_pretrained(FIXTURE)[1]
+    save_tiny_checkpoint(tmp_path / "ckpt.npz", tokenizer, vocab_size=tokenizer.vocab_size)
+    status, out, err = run_main(capsys, "export", "--ckpt", tmp_path / "ckpt.npz", "--out", tmp_path / "hf")
+    assert status == 0 and "note" not in out, err
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == tokenizer.eot_token
+    again = load_pretrained(tmp_path / "hf")[1]
+    assert again.vocab == tokenizer.vocab and again.merges == tokenizer.merges
 
 
 # ---- cross-checks with transformers on PyTorch (optional extra) -----------------------------
@@ -386,3 +424,12 @@ def test_transformers_loads_our_export_and_computes_our_logits(tmp_path, hf):
         theirs = loaded(torch.tensor(idx)).logits.numpy()  # (B, T, V)
     # float32 on both sides, sums of up to 128 terms: logits here are ~0.1, so 1e-5.
     np.testing.assert_allclose(theirs, all_logits(model, idx), rtol=0, atol=1e-5)
+
+
+def test_gpt2tokenizer_reads_our_exported_tokenizer(tmp_path, hf):
+    transformers = hf[1]
+    model, tokenizer = load_pretrained(FIXTURE)
+    export_pretrained(model, tokenizer, tmp_path / "out")
+    theirs = transformers.GPT2Tokenizer.from_pretrained(tmp_path / "out")
+    for text in REFERENCE["tokenizer_strings"]:
+        assert theirs.encode(str(text)) == tokenizer.encode(str(text)).tolist()
