@@ -4,6 +4,7 @@
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
+    tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
 
 Exit status:
 
@@ -13,7 +14,7 @@ Exit status:
     2    bad input: an invalid flag or setting, or a data file, checkpoint or
          output directory that cannot be used (also a full disk). One line,
          `tinygpt: error: ...`, on stderr; never a traceback.
-    130  Ctrl-C (SIGINT) during training; 143 for SIGTERM (128 + the signal
+    130  Ctrl-C (SIGINT) during training (Ctrl-C is how `serve` stops: 0); 143 for SIGTERM (128 + the signal
          number, the shell's convention). The first signal finishes the
          current step, saves out_dir/ckpt_last.npz and exits with one line on
          stderr; `tinygpt train --resume --out_dir DIR` continues the run
@@ -24,6 +25,7 @@ Exit status:
 import argparse
 import dataclasses
 import math
+import os
 import signal
 import sys
 
@@ -69,7 +71,7 @@ def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
                              description="Train and sample a small GPT written from scratch on NumPy.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,serve}")
     commands.required = True
 
     train_parser = commands.add_parser("train", allow_abbrev=False,
@@ -102,6 +104,18 @@ def build_parser():
                                    default=default, help=f"{help_text} (default: {default})")
     sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                                help="recompute the whole context each step, as nanoGPT (slower)")
+
+    serve_parser = commands.add_parser("serve", allow_abbrev=False,
+                                       help="serve a model: OpenAI-compatible completions API and a page at /")
+    source = serve_parser.add_mutually_exclusive_group()
+    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
+    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
+                        help="a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files)")
+    serve_parser.add_argument("--host", default="127.0.0.1",
+                              help="address to listen on; anything but 127.0.0.1 is reachable by others "
+                                   "and has no authentication (default: 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one "
+                                                                    "(default: 8000)")
     return parser
 
 
@@ -177,11 +191,41 @@ def run_sample(args):
     return 0
 
 
+def run_serve(args):
+    from .serve import CompletionServer, DEFAULT_TEMPLATE, load_checkpoint_for_serving
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if args.init_from:
+        from .pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(args.init_from)
+        if tokenizer is None:
+            raise ValueError(f"--init_from {args.init_from} has no tokenizer files to turn text into tokens")
+        template, source = DEFAULT_TEMPLATE, args.init_from
+    else:
+        source = args.ckpt or "out/ckpt_best.npz"
+        model, tokenizer, template = load_checkpoint_for_serving(source)
+    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    try:
+        server = CompletionServer(model, tokenizer, model_name=name, template=template, host=args.host, port=args.port)
+    except OSError as error:
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    print(f"tinygpt: serving {name} at {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("tinygpt: server stopped", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     try:
-        return run_train(args) if args.command == "train" else run_sample(args)
+        return {"train": run_train, "sample": run_sample, "serve": run_serve}[args.command](args)
     except TrainingInterrupted as stop:
         print(f"tinygpt: {stop}", file=sys.stderr)
         return 128 + stop.signal_number
