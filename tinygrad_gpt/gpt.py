@@ -225,7 +225,8 @@ class GPT(Module):
         given_tensor = isinstance(idx, Tensor)
         idx = np.asarray(idx.data if given_tensor else idx)
         stream = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
-        new_tokens = [token[:, None] for token in stream]  # each (B, 1)
+        with _inference(self):  # once here, so the stream's steps find eval mode set (see _inference)
+            new_tokens = [token[:, None] for token in stream]  # each (B, 1)
         out = np.concatenate([idx.astype(np.int64)] + new_tokens, axis=1)  # (B, T + max_new_tokens)
         return Tensor(out) if given_tensor else out
 
@@ -266,14 +267,21 @@ class GPT(Module):
 
 @contextmanager
 def _inference(model):
-    """Eval mode without a graph for one step, then the model's mode as it was."""
+    """Eval mode without a graph, then the model's mode as it was.
+
+    Switching modes walks every module (about 1 ms for the baby GPT), so it is
+    done only when the model is in training mode: a model already in eval
+    mode, as `generate` leaves it for its stream, pays nothing per step.
+    """
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with no_grad():
             yield
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p):
