@@ -318,21 +318,32 @@ def test_bad_request_gets_openai_error_json_and_one_log_line(server, capsys, nam
     assert post(server, "/v1/models", b"", method="GET")[0] == 200  # still serving
 
 
-def test_a_body_over_the_limit_is_refused_before_it_is_read(server, capsys):
-    capsys.readouterr()
+def raw_request(server, request):
+    """(status line, parsed JSON body) of bytes sent as they are, read until the server closes."""
     with socket.create_connection(server.server_address[:2], timeout=60) as connection:
-        # Only the headers: the server must answer from Content-Length alone.
-        connection.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % ((1 << 20) + 1))
+        connection.sendall(request)
         reply = b""
-        for _ in range(100):  # bounded: read until the server closes
+        for _ in range(100):  # bounded
             chunk = connection.recv(4096)
             if not chunk:
                 break
             reply += chunk
     head, body = reply.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.0 413 ")
-    assert "over the limit" in json.loads(body)["error"]["message"]
-    assert len([line for line in capsys.readouterr().err.splitlines() if " 413 " in line]) == 1
+    return head.split(b"\r\n")[0].decode(), json.loads(body)
+
+
+@pytest.mark.parametrize("request_bytes, status, message", [
+    # Only the headers: the server must refuse from Content-Length alone, before reading a body.
+    (b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % ((1 << 20) + 1), 413, "over the limit"),
+    (b"POST /v1/completions HTTP/1.1\r\n\r\n", 411, "Content-Length"),
+    (b"NONSENSE\r\n\r\n", 400, "request"),  # refused by http.server itself, still as OpenAI's JSON
+], ids=["body over the limit", "no Content-Length", "malformed request line"])
+def test_raw_http_errors_get_openai_error_json(server, capsys, request_bytes, status, message):
+    capsys.readouterr()
+    status_line, payload = raw_request(server, request_bytes)
+    assert status_line.split()[1] == str(status)
+    assert message in payload["error"]["message"]
+    assert len([line for line in capsys.readouterr().err.splitlines() if f" {status} " in line]) == 1
     assert post(server, "/v1/models", b"", method="GET")[0] == 200
 
 

@@ -381,7 +381,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def _route(self, method):
-        self.started, self.note = time.perf_counter(), ""
+        self.started, self.note, self.status = time.perf_counter(), "", None  # status: None until a reply starts
         path = self.path.split("?")[0]
         try:
             if (method, path) not in self.routes:
@@ -399,6 +399,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         except (BrokenPipeError, ConnectionResetError):
             self.note = "the client hung up"
+        except Exception as error:  # a bug fails its request with a 500, one line, and the server serves on
+            self.note = f"internal error: {error!r}"
+            if self.status is None:  # nothing sent yet
+                self._send_json(RequestError(f"internal error: {error}", status=500, error_type="server_error")
+                                .to_json(), 500)
         self._log(method, path)
 
     # -- responses
@@ -415,7 +420,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _log(self, method, path):
         milliseconds = (time.perf_counter() - self.started) * 1000
         note = f": {self.note}" if self.note else ""
-        self.log_message('"%s %s" %d in %.0f ms%s', method, path, getattr(self, "status", 0), milliseconds, note)
+        self.log_message('"%s %s" %d in %.0f ms%s', method, path, self.status or 0, milliseconds, note)
 
     def log_request(self, code="-", size="-"):
         pass  # _log writes one line per request, with the reason of an error
@@ -428,6 +433,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # http.server's own refusals (a malformed request line, headers too long) as OpenAI JSON.
         self.started, self.note, self.status = getattr(self, "started", time.perf_counter()), message or "", code
         self._log(self.command or "-", getattr(self, "path", "-"))
+        if self.request_version == "HTTP/0.9":  # an unreadable request line: http.server would send no headers
+            self.request_version = "HTTP/1.0"
         self._send_json(RequestError(message or "bad request", status=code).to_json(), code)
 
     def _read_json(self):
