@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -362,6 +363,24 @@ def test_serve_binds_to_loopback_unless_told():
 def test_serve_refuses_a_bad_port(capsys, checkpoint):
     assert cli.main(["serve", "--ckpt", checkpoint, "--port", "70000"]) == 2
     assert capsys.readouterr().err.strip() == "tinygpt: error: --port must be in 0..65535, got 70000"
+
+
+def test_init_from_serves_the_pair_load_pretrained_returns(monkeypatch, tmp_path, checkpoint):
+    model, tokenizer, _ = load_checkpoint_for_serving(checkpoint)
+    calls, served = [], []
+    stand_in = types.ModuleType("tinygrad_gpt.pretrained")  # the real one is written on another branch
+    stand_in.load_pretrained = lambda directory: calls.append(directory) or (model, tokenizer)
+    monkeypatch.setitem(sys.modules, "tinygrad_gpt.pretrained", stand_in)
+
+    def serve_until_ctrl_c(self):
+        served.append(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CompletionServer, "serve_forever", serve_until_ctrl_c)
+    hf_dir = tmp_path / "gpt2-tiny"
+    assert cli.main(["serve", "--init_from", str(hf_dir), "--port", "0"]) == 0
+    assert calls == [str(hf_dir)]
+    assert served[0].model is model and served[0].model_name == "gpt2-tiny" and served[0].template == DEFAULT_TEMPLATE
 
 
 def test_ctrl_c_stops_the_server_cleanly(checkpoint):
