@@ -8,13 +8,13 @@
 
 Exit status:
 
-    0    done.
+    0    done (also when Ctrl-C stops `tinygpt serve`).
     1    training diverged (a NaN or Inf loss): out_dir/ckpt_last.npz still
          holds the last good state.
     2    bad input: an invalid flag or setting, or a data file, checkpoint or
          output directory that cannot be used (also a full disk). One line,
          `tinygpt: error: ...`, on stderr; never a traceback.
-    130  Ctrl-C (SIGINT) during training (Ctrl-C is how `serve` stops: 0); 143 for SIGTERM (128 + the signal
+    130  Ctrl-C (SIGINT) during training; 143 for SIGTERM (128 + the signal
          number, the shell's convention). The first signal finishes the
          current step, saves out_dir/ckpt_last.npz and exits with one line on
          stderr; `tinygpt train --resume --out_dir DIR` continues the run
@@ -71,7 +71,7 @@ def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
                              description="Train and sample a small GPT written from scratch on NumPy.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample,serve}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
     commands.required = True
 
     train_parser = commands.add_parser("train", allow_abbrev=False,
@@ -211,6 +211,9 @@ def run_serve(args):
         server = CompletionServer(model, tokenizer, model_name=name, template=template, host=args.host, port=args.port)
     except OSError as error:
         raise OSError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"tinygpt: warning: listening on {args.host}: whoever reaches it can use the model (no authentication)",
+              file=sys.stderr)
     print(f"tinygpt: serving {name} at {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

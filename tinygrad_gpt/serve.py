@@ -15,8 +15,10 @@ How it is built, and why:
   `GPT.generate_stream` generator with its own KV cache; the model thread
   takes one token step from each active request in turn, so a long
   completion delays the others by one step per turn and never blocks them.
-  One thread because `no_grad` is process-wide and Numba's default threading
-  layer must not run parallel kernels from two threads at once.
+  One thread because `no_grad` is process-wide, because Numba's kernels
+  already use every core (two steps at once would only contend), and because
+  Numba's workqueue threading layer, used when neither OpenMP nor TBB is
+  installed, aborts when two threads run parallel kernels at once.
 - Request threads only parse, turn tokens into text and write: they read
   their tokens from a queue. A stop sequence, the end-of-text token, or a
   client that hangs up (a write fails) cancels the request, and the model
@@ -68,16 +70,16 @@ class Sampling:
     prompt_ids: np.ndarray  # (T,) int64
     max_tokens: int
     temperature: float
-    top_p: float | None
-    top_k: int | None
-    stop: list
-    seed: int | None
+    top_p: float  # None: no nucleus cut (top_p 1)
+    top_k: int  # None: no top-k cut (a tinygpt extension, as `tinygpt sample --top-k`)
+    stop: list  # of strings; the text ends before the first one
+    seed: int  # None: fresh entropy
     stream: bool
     include_usage: bool
 
 
-# Fields a request may carry, each with the check of its value. The extras
-# (`model`, `n`, `user`) are accepted as OpenAI clients send them.
+# The fields a request may carry. `model`, `n` (1 only) and `user` are accepted
+# because OpenAI clients send them; any other field is refused by name.
 _SETTING_FIELDS = {"model", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream",
                    "stream_options", "n", "user"}
 COMPLETION_FIELDS = _SETTING_FIELDS | {"prompt"}
