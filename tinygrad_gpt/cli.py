@@ -6,11 +6,12 @@
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
     tinygpt sample --init_from gpt2/ --prompt "Hello"    # a Hugging Face GPT-2 directory
     tinygpt export --ckpt out/ckpt_best.npz --out my-gpt2/   # ... and back to one
+    tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
     tinygpt --version
 
 Exit status:
 
-    0    done.
+    0    done (also when Ctrl-C stops `tinygpt serve`).
     1    training diverged (a NaN or Inf loss): out_dir/ckpt_last.npz still
          holds the last good state.
     2    bad input: an invalid flag or setting, or a data file, checkpoint or
@@ -28,6 +29,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import math
+import os
 import shlex
 import signal
 import sys
@@ -124,6 +126,17 @@ def build_parser():
     export_parser.add_argument("--out", required=True, metavar="DIR",
                                help="the directory to create (new or empty): config.json, model.safetensors, "
                                     "and vocab.json + merges.txt for a BPE tokenizer")
+    serve_parser = commands.add_parser("serve", allow_abbrev=False,
+                                       help="serve a model: OpenAI-compatible completions API and a page at /")
+    source = serve_parser.add_mutually_exclusive_group()
+    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
+    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
+                        help="a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files)")
+    serve_parser.add_argument("--host", default="127.0.0.1",
+                              help="address to listen on; anything but 127.0.0.1 is reachable by others "
+                                   "and has no authentication (default: 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one "
+                                                                    "(default: 8000)")
     return parser
 
 
@@ -237,8 +250,41 @@ def run_export(args):
     return 0
 
 
+def run_serve(args):
+    from .serve import CompletionServer, DEFAULT_TEMPLATE, load_checkpoint_for_serving
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if args.init_from:
+        from .pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(args.init_from)
+        if tokenizer is None:
+            raise ValueError(f"--init_from {args.init_from} has no tokenizer files to turn text into tokens")
+        template, source = DEFAULT_TEMPLATE, args.init_from
+    else:
+        source = args.ckpt or "out/ckpt_best.npz"
+        model, tokenizer, template = load_checkpoint_for_serving(source)
+    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    try:
+        server = CompletionServer(model, tokenizer, model_name=name, template=template, host=args.host, port=args.port)
+    except OSError as error:
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"tinygpt: warning: listening on {args.host}: whoever reaches it can use the model (no authentication)",
+              file=sys.stderr)
+    print(f"tinygpt: serving {name} at {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("tinygpt: server stopped", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
 # What each subcommand runs; `main` dispatches on the name argparse parsed.
-COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export}
+COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve}
 
 
 def main(argv=None):
@@ -253,6 +299,7 @@ def exit_status(run, prog="tinygpt", resume_command="tinygpt train --resume --ou
     too, with their own name and the command that resumes them."""
     try:
         return run()
+        return {"train": run_train, "sample": run_sample, "serve": run_serve}[args.command](args)
     except TrainingInterrupted as stop:
         resume = resume_command.format(out_dir=shlex.quote(stop.out_dir))
         print(f"{prog}: {stop} (continue with: {resume})", file=sys.stderr)

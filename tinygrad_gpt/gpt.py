@@ -10,6 +10,7 @@ V = vocab_size.
 """
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -234,31 +235,64 @@ class GPT(Module):
         """
         given_tensor = isinstance(idx, Tensor)
         idx = np.asarray(idx.data if given_tensor else idx)
+        stream = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        with _inference(self):  # once here, so the stream's steps find eval mode set (see _inference)
+            new_tokens = [token[:, None] for token in stream]  # each (B, 1)
+        out = np.concatenate([idx.astype(np.int64)] + new_tokens, axis=1)  # (B, T + max_new_tokens)
+        return Tensor(out) if given_tensor else out
+
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
+                        use_cache=True):
+        """The tokens `generate` appends, yielded as they are drawn: an int64 array (B,) per step.
+
+        Same arguments as `generate`, checked here rather than at the first
+        step. Nothing global is held between two steps (eval mode and
+        `no_grad` are set around each forward and restored), so a caller may
+        interleave several streams in one thread; closing the generator stops
+        the generation and frees its KV cache.
+        """
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p)
         gen = generator if generator is not None else rng.get_generator()
+        return self._stream(idx.astype(np.int64), max_new_tokens, temperature, top_k, top_p, gen, use_cache)
+
+    def _stream(self, out, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
         block = self.config.block_size
-        was_training = self.training
-        self.eval()
-        out = idx.astype(np.int64)
         cache = pending = None
-        try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    if not use_cache:
-                        logits, _ = self(out[:, -block:])  # (B, 1, V)
-                    else:
-                        if cache is None or cache.length == block:
-                            # Start the cache from the prompt, or restart it once full.
-                            keep = block if cache is None else max(block // 2, 1)
-                            cache = KVCache(self.config, out.shape[0], self.lm_head.weight.dtype)
-                            pending = out[:, -keep:]  # (B, <= block)
-                        logits, _ = self(pending, kv_cache=cache)  # (B, 1, V)
-                    next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k, top_p, gen)  # (B,)
-                    out = np.concatenate([out, next_token[:, None]], axis=1)  # (B, T + 1)
-                    pending = next_token[:, None]  # (B, 1): only the new token goes through next
-        finally:
-            self.train(was_training)
-        return Tensor(out) if given_tensor else out
+        for _ in range(max_new_tokens):
+            with _inference(self):
+                if not use_cache:
+                    logits, _ = self(out[:, -block:])  # (B, 1, V)
+                else:
+                    if cache is None or cache.length == block:
+                        # Start the cache from the prompt, or restart it once full.
+                        keep = block if cache is None else max(block // 2, 1)
+                        cache = KVCache(self.config, out.shape[0], self.lm_head.weight.dtype)
+                        pending = out[:, -keep:]  # (B, <= block)
+                    logits, _ = self(pending, kv_cache=cache)  # (B, 1, V)
+                next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k, top_p, gen)  # (B,)
+            out = np.concatenate([out, next_token[:, None]], axis=1)  # (B, T + 1)
+            pending = next_token[:, None]  # (B, 1): only the new token goes through next
+            yield next_token
+
+
+@contextmanager
+def _inference(model):
+    """Eval mode without a graph, then the model's mode as it was.
+
+    Switching modes walks every module (about 1 ms for the baby GPT), so it is
+    done only when the model is in training mode: a model already in eval
+    mode, as `generate` leaves it for its stream, pays nothing per step.
+    """
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 def _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p):
