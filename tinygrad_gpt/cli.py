@@ -4,6 +4,7 @@
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
+    tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
 
 Exit status:
 
@@ -69,7 +70,7 @@ def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
                              description="Train and sample a small GPT written from scratch on NumPy.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,eval}")
     commands.required = True
 
     train_parser = commands.add_parser("train", allow_abbrev=False,
@@ -102,6 +103,26 @@ def build_parser():
                                    default=default, help=f"{help_text} (default: {default})")
     sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                                help="recompute the whole context each step, as nanoGPT (slower)")
+
+    eval_parser = commands.add_parser("eval", allow_abbrev=False,
+                                      help="score a model on tasks (multiple choice, exact match, perplexity)")
+    source = eval_parser.add_mutually_exclusive_group()
+    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
+    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
+                        help="a Hugging Face GPT-2 directory instead of a checkpoint")
+    eval_parser.add_argument("--task", action="append", required=True, metavar="NAME_OR_FILE",
+                             help="nextline[:FILE], adder, sorter, perplexity[:FILE], or a task .jsonl file "
+                                  "(repeat for several)")
+    for name, kind, default, help_text in [
+        ("num_fewshot", int, 0, "solved examples before each question"),
+        ("limit", int, None, "score only the first N examples of each task"),
+        ("seed", int, 1234, "seed of the few-shot draws"),
+        ("stride", int, None, "perplexity: tokens the window moves by (default: half a block)"),
+    ]:
+        eval_parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, type=kind,
+                                 default=default, help=f"{help_text} (default: {default})")
+    eval_parser.add_argument("--report", metavar="OUT_JSON",
+                             help="write every example's per-choice log-likelihoods here as JSON")
     return parser
 
 
@@ -177,11 +198,45 @@ def run_sample(args):
     return 0
 
 
+def run_eval(args):
+    from .evaluate import ProgressLine, evaluate, results_table, write_report
+    from .tasks import load_task
+
+    for name, minimum in (("num_fewshot", 0), ("limit", 1), ("seed", 0), ("stride", 1)):
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be at least {minimum}, got {value}")
+    tasks = [load_task(name, stride=args.stride) for name in args.task]  # bad task files fail before loading
+    if args.init_from:
+        from .pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(args.init_from)
+        source = args.init_from
+    else:
+        source = args.ckpt or "out/ckpt_best.npz"
+        model, metadata, _ = load_model(source)
+        if metadata.get("tokenizer"):
+            tokenizer = tokenizer_from_dict(metadata["tokenizer"])
+        else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
+            tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+    if tokenizer is None:
+        raise ValueError(f"{source} has no tokenizer, so its model cannot read task text")
+    results = evaluate(model, tokenizer, tasks, args.num_fewshot, args.limit, args.seed, progress=ProgressLine())
+    print(results_table(results))
+    if args.report:
+        write_report(args.report, results, source)
+        print(f"\nper-example log-likelihoods: {args.report}")
+    return 0
+
+
+_COMMANDS = {"train": run_train, "sample": run_sample, "eval": run_eval}
+
+
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     try:
-        return run_train(args) if args.command == "train" else run_sample(args)
+        return _COMMANDS[args.command](args)
     except TrainingInterrupted as stop:
         print(f"tinygpt: {stop}", file=sys.stderr)
         return 128 + stop.signal_number
