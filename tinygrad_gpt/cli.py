@@ -7,6 +7,7 @@
     tinygpt sample --init_from gpt2/ --prompt "Hello"    # a Hugging Face GPT-2 directory
     tinygpt export --ckpt out/ckpt_best.npz --out my-gpt2/   # ... and back to one
     tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
+    tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
     tinygpt --version
 
 Exit status:
@@ -137,6 +138,26 @@ def build_parser():
                                    "and has no authentication (default: 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one "
                                                                     "(default: 8000)")
+
+    eval_parser = commands.add_parser("eval", allow_abbrev=False,
+                                      help="score a model on tasks (multiple choice, exact match, perplexity)")
+    source = eval_parser.add_mutually_exclusive_group()
+    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
+    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
+                        help="a Hugging Face GPT-2 directory instead of a checkpoint")
+    eval_parser.add_argument("--task", action="append", required=True, metavar="NAME_OR_FILE",
+                             help="nextline[:FILE], adder, sorter, perplexity[:FILE], or a task .jsonl file "
+                                  "(repeat for several)")
+    for name, kind, default, help_text in [
+        ("num_fewshot", int, 0, "solved examples before each question"),
+        ("limit", int, None, "score only the first N examples of each task"),
+        ("seed", int, 1234, "seed of the few-shot draws"),
+        ("stride", int, None, "perplexity: tokens the window moves by (default: half a block)"),
+    ]:
+        eval_parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, type=kind,
+                                 default=default, help=f"{help_text} (default: {default})")
+    eval_parser.add_argument("--report", metavar="OUT_JSON",
+                             help="write every example's per-choice log-likelihoods here as JSON")
     return parser
 
 
@@ -283,8 +304,39 @@ def run_serve(args):
     return 0
 
 
+def run_eval(args):
+    from .evaluate import ProgressLine, evaluate, results_table, write_report
+    from .tasks import load_task
+
+    for name, minimum in (("num_fewshot", 0), ("limit", 1), ("seed", 0), ("stride", 1)):
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be at least {minimum}, got {value}")
+    tasks = [load_task(name, stride=args.stride) for name in args.task]  # bad task files fail before loading
+    if args.init_from:
+        from .pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(args.init_from)
+        source = args.init_from
+    else:
+        source = args.ckpt or "out/ckpt_best.npz"
+        model, metadata, _ = load_model(source)
+        if metadata.get("tokenizer"):
+            tokenizer = tokenizer_from_dict(metadata["tokenizer"])
+        else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
+            tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+    if tokenizer is None:
+        raise ValueError(f"{source} has no tokenizer, so its model cannot read task text")
+    results = evaluate(model, tokenizer, tasks, args.num_fewshot, args.limit, args.seed, progress=ProgressLine())
+    print(results_table(results))
+    if args.report:
+        write_report(args.report, results, source)
+        print(f"\nper-example log-likelihoods: {args.report}")
+    return 0
+
+
 # What each subcommand runs; `main` dispatches on the name argparse parsed.
-COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve}
+COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve, "eval": run_eval}
 
 
 def main(argv=None):
@@ -299,7 +351,6 @@ def exit_status(run, prog="tinygpt", resume_command="tinygpt train --resume --ou
     too, with their own name and the command that resumes them."""
     try:
         return run()
-        return {"train": run_train, "sample": run_sample, "serve": run_serve}[args.command](args)
     except TrainingInterrupted as stop:
         resume = resume_command.format(out_dir=shlex.quote(stop.out_dir))
         print(f"{prog}: {stop} (continue with: {resume})", file=sys.stderr)
