@@ -455,7 +455,7 @@ class HeadlessChromium:
 
         self.process = subprocess.Popen(
             [executable, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-             "--remote-debugging-pipe", "--window-size=900,560", "about:blank"],
+             "--remote-debugging-pipe", "--window-size=900,640", "about:blank"],
             preexec_fn=give_the_pipes_fds_3_and_4, close_fds=False,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for fd in theirs:
