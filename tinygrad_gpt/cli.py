@@ -68,6 +68,8 @@ _HELP = {
     "eval_iters": "batches per loss estimate",
     "sample_tokens": "tokens of text to print when training ends",
     "dtype": "float32 or float64",
+    "tokenizer": "char, bpe (GPT-2's byte-level BPE, trained on the text), or a directory of vocab.json + merges.txt",
+    "vocab_size": "tokens of the BPE that --tokenizer bpe trains",
 }
 
 
@@ -188,7 +190,8 @@ def run_train(args):
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
-        start = np.array([[batches.tokenizer.encode("\n")[0] if "\n" in batches.tokenizer.chars else 0]])
+        chars = getattr(batches.tokenizer, "chars", "\n")  # a BPE tokenizer can write every character
+        start = np.array([[batches.tokenizer.encode("\n")[0] if "\n" in chars else 0]])
         out = model.generate(start, config.sample_tokens, temperature=0.8, top_k=None,
                              generator=np.random.default_rng(config.seed))
         print(batches.tokenizer.decode(out[0]))

@@ -56,6 +56,8 @@ class TrainConfig(ModelSettings):
     GPTConfig) and these. Defaults: a baby GPT on the embedded Python-stdlib corpus."""
 
     data: str = "pystdlib"  # a UTF-8 text file, or one of: pystdlib, adder, sorter
+    tokenizer: str = "char"  # char, bpe (trained on the text), or a directory of vocab.json + merges.txt
+    vocab_size: int = 4096  # tokens of the BPE that --tokenizer bpe trains (the model takes the tokenizer's)
     out_dir: str = "out"
     # optimization
     batch_size: int = 12  # rows per optimizer step, over all micro-batches
@@ -98,6 +100,9 @@ class TrainConfig(ModelSettings):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a file path or one of {', '.join(BUILT_IN)}, got {self.data!r}")
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise ValueError(f"tokenizer must be 'char', 'bpe' or a directory of BPE files, got {self.tokenizer!r}")
+        check_int("vocab_size", self.vocab_size, minimum=257)  # the 256 bytes and <|endoftext|>
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise ValueError(f"out_dir must be a directory path, got {self.out_dir!r}")
         self.model_config()  # validates n_embd % n_head, dropout, bias
@@ -196,6 +201,10 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
     last_path, best_path = _checkpoint_paths(config.out_dir)
     if hooks.is_writer:
         _prepare_out_dir(config.out_dir)
+        if config.tokenizer == "bpe" and not saved:  # a tokenizer trained for this run, reusable with --tokenizer DIR
+            tokenizer_dir = os.path.join(config.out_dir, "tokenizer")
+            batches.tokenizer.save(tokenizer_dir)
+            progress.line(f"BPE tokenizer of {batches.tokenizer.vocab_size} tokens trained, saved in {tokenizer_dir}")
     data_rng = np.random.default_rng(config.seed)
     iter_num, best_val_loss, history = 0, float("inf"), []
     if saved:
@@ -397,7 +406,8 @@ def _build_run(config, resume, explicit, overwrite, batches, model, optimizer):
         if saved_meta:
             _check_resumed_data(last_path, saved_meta, config)
         saved_sha = saved_meta.get("data_sha256") if saved_meta else None
-        batches = Batches(config.data, config.batch_size, config.block_size, tokenizer, text_sha256=saved_sha)
+        batches = Batches(config.data, config.batch_size, config.block_size, tokenizer,
+                          text_sha256=saved_sha, tokenizer_kind=config.tokenizer, vocab_size=config.vocab_size)
         config = dataclasses.replace(config, data=batches.source)  # as an absolute path: resumable from anywhere
     rng.manual_seed(config.seed)  # the model's initial weights and the dropout masks
     if model is None:
