@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from shared_data import gpt2_vocabulary_files
 
 from tinygrad_gpt.tokenizers import BPETokenizer, tokenizer_from_dict
+from tinygrad_gpt.tokenizers.bpe_merge import merge_pieces, merge_pieces_ref
 from tinygrad_gpt.tokenizers.bpe_train import learn_merges
-from tinygrad_gpt.tokenizers.bytelevel import BYTE_TO_CHAR, GPT2_SPLIT, GPT2_SPLIT_PATTERN
+from tinygrad_gpt.tokenizers.bytelevel import BYTE_TO_CHAR, BYTES_IN_ID_ORDER, GPT2_SPLIT, GPT2_SPLIT_PATTERN
 
 # Text that exercises every branch of GPT-2's pre-tokenization and of UTF-8.
 VARIED_TEXTS = {
@@ -81,8 +82,8 @@ def test_byte_map_is_gpt2s_printable_bijection():
 def test_byte_map_matches_gpt2s_single_character_tokens():
     encoder_json, _ = gpt2_vocabulary_files()
     encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
-    # GPT-2's ids 0..255 are exactly the 256 byte characters.
-    assert sorted(token for token, i in encoder.items() if i < 256) == sorted(BYTE_TO_CHAR.values())
+    # GPT-2's ids 0..255 are the 256 byte characters, in the order BYTES_IN_ID_ORDER says.
+    assert [encoder[BYTE_TO_CHAR[byte]] for byte in BYTES_IN_ID_ORDER] == list(range(256))
 
 
 def test_pre_tokenization_splits_as_gpt2():
@@ -166,6 +167,33 @@ def test_decode_rejects_ids_outside_the_vocabulary(gpt2):
         gpt2.decode([0.5])
 
 
+# ----- the compiled merge loop against its reference -----
+
+
+def merge_both_ways(tok, text):
+    pieces = [piece.encode("utf-8") for piece in GPT2_SPLIT.findall(text)]
+    table = (tok._byte_ids, tok._pair_keys, tok._pair_ranks, tok._merged_id_of_rank, tok.vocab_size)
+    return merge_pieces(pieces, *table), merge_pieces_ref(pieces, *table)
+
+
+def test_compiled_merges_match_the_reference_on_gpt2(gpt2):
+    compiled, reference = merge_both_ways(gpt2, "".join(VARIED_TEXTS.values()))
+    assert compiled == reference and max(map(len, reference)) > 1
+
+
+@given(text=st.text(alphabet="ab \n!é", max_size=120))
+def test_compiled_merges_match_the_reference_on_any_text(small, text):
+    compiled, reference = merge_both_ways(small, text)
+    assert compiled == reference
+
+
+def test_a_pair_listed_twice_merges_at_its_lower_rank():
+    vocab = byte_vocab("ab", "abc")
+    # ("a", "b") again at rank 2 must not change anything: rank 0 applies first.
+    tok = BPETokenizer(vocab, [("a", "b"), ("ab", "c"), ("a", "b")])
+    assert tok.encode("abcab").tolist() == [257, 256]
+
+
 # ----- round trips -----
 
 
@@ -221,10 +249,11 @@ def test_saved_files_load_in_hugging_face_tokenizers_and_encode_identically(tmp_
 
 def test_training_merges_the_most_frequent_pair_with_the_documented_tie_rule():
     # Pieces "abab", " abab", " ab". (a,b) occurs 5 times. Then (' ', ab) and (ab, ab)
-    # both occur twice: the smaller left id (space, 32) wins. Then (ab, ab) and (Ġab, ab)
-    # once each: ab (256) < Ġab (257). Then the last pair; then none is left, so the
-    # vocabulary stops short of the 300 asked for.
+    # both occur twice: the smaller left id (space, GPT-2's 220) wins over ab (256). Then
+    # (ab, ab) and (Ġab, ab) once each: ab (256) < Ġab (257). Then the last pair; then
+    # none is left, so the vocabulary stops short of the 300 asked for.
     tok = BPETokenizer.train("abab abab ab", vocab_size=300)
+    assert (tok.vocab["a"], tok.vocab["Ġ"]) == (64, 220)  # GPT-2's byte ids
     assert tok.merges == [("a", "b"), ("Ġ", "ab"), ("ab", "ab"), ("Ġab", "ab")]
     assert tok.vocab_size == 256 + 4 + 1 and tok.special_tokens == {"<|endoftext|>": 260}
     assert tok.encode("abab ab").tolist() == [258, 257]
@@ -232,7 +261,7 @@ def test_training_merges_the_most_frequent_pair_with_the_documented_tie_rule():
 
 def recounting_merges(text, num_merges):
     """The slow textbook trainer: recount every pair of every piece before each merge."""
-    words = [list(piece.encode("utf-8")) for piece in GPT2_SPLIT.findall(text)]
+    words = [[BYTES_IN_ID_ORDER.index(byte) for byte in piece.encode("utf-8")] for piece in GPT2_SPLIT.findall(text)]
     merges = []
     for new_id in range(256, 256 + num_merges):
         counts = Counter(pair for word in words for pair in zip(word, word[1:]))
@@ -262,6 +291,26 @@ def test_incremental_counts_give_the_recounting_trainers_merges(text, num_merges
 
 def test_incremental_counts_give_the_recounting_trainers_merges_on_prose():
     assert learn_merges([SMALL_CORPUS], 60) == recounting_merges(SMALL_CORPUS, 60)
+
+
+def test_training_learns_hugging_face_trainers_merges_in_the_same_order():
+    hf = pytest.importorskip("tokenizers", reason="tokenizers (optional test dependency) is not installed")
+    text = SMALL_CORPUS + "".join(VARIED_TEXTS.values())
+    theirs = hf.Tokenizer(hf.models.BPE())
+    theirs.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = hf.trainers.BpeTrainer(
+        vocab_size=500,
+        initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    theirs.train_from_iterator([text], trainer)
+    their_merges = [
+        tuple(merge) if isinstance(merge, list) else tuple(merge.split(" "))  # the JSON format changed in 0.20
+        for merge in json.loads(theirs.to_str())["model"]["merges"]
+    ]
+    ours = BPETokenizer.train(text, vocab_size=500)
+    assert len(ours.merges) == 243 and ours.merges == their_merges
 
 
 def test_training_never_merges_across_or_into_special_tokens():
@@ -307,8 +356,9 @@ def byte_vocab(*extra):
     return vocab
 
 
-def test_from_files_reads_hugging_face_files_without_a_version_line(tmp_path):
-    vocab_path, merges_path = write_files(tmp_path, json.dumps(byte_vocab("ab")), "a b\n")
+@pytest.mark.parametrize("merges", ["a b\n", "a b", "#version: 0.2\r\na b\r\n"])
+def test_from_files_reads_merges_with_or_without_version_line_and_windows_line_ends(tmp_path, merges):
+    vocab_path, merges_path = write_files(tmp_path, json.dumps(byte_vocab("ab")), merges)
     assert BPETokenizer.from_files(vocab_path, merges_path).encode("abab").tolist() == [256, 256]
 
 
@@ -322,7 +372,7 @@ def test_from_files_reads_hugging_face_files_without_a_version_line(tmp_path):
         (json.dumps(byte_vocab("ab")), "#version: 0.2\na b\nab\n", r"merges\.txt line 3: expected two tokens separated by one space, got 'ab'"),
         (json.dumps(byte_vocab("ab")), "#version: 0.2\na  b\n", r"merges\.txt line 2: expected two tokens"),
         (json.dumps(byte_vocab("ab")), "#version: 0.2\na b\nab c\n", r"merges\.txt line 3: merge \('ab', 'c'\) needs the token 'abc', which is not in the vocabulary of .*vocab\.json"),
-        (json.dumps(byte_vocab("ab", "abc", "bc")), "ab c\na b\nb c\n", r"merge 0 \('ab', 'c'\) uses the token 'ab' before any lower-ranked merge makes it"),
+        (json.dumps(byte_vocab("ab", "abc", "bc")), "ab c\na b\nb c\n", r"merges\.txt: merge 0 \('ab', 'c'\) uses the token 'ab' before any lower-ranked merge makes it"),
     ],
 )  # fmt: skip
 def test_from_files_rejects_malformed_or_disagreeing_files(tmp_path, vocab, merges, pattern):

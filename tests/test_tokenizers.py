@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygrad_gpt.tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_dict
+from tinygrad_gpt.tokenizers import BPETokenizer, CharTokenizer, build_tokenizer, tokenizer_from_dict
 
 # Non-empty text from any Unicode characters (hypothesis leaves out lone surrogates by
 # default; a separate test covers them).
@@ -176,3 +176,18 @@ def test_eot_token_is_none_for_chars_and_the_end_of_text_id_for_bpe():
 def test_tokenizer_from_dict_rejects_unknown_descriptions(d, pattern):
     with pytest.raises(ValueError, match=pattern):
         tokenizer_from_dict(d)
+
+
+def test_build_tokenizer_by_name_or_directory(tmp_path):
+    assert build_tokenizer("char", CORPUS) == CharTokenizer.from_text(CORPUS)
+    trained = build_tokenizer("bpe", CORPUS, vocab_size=280)
+    assert trained == BPETokenizer.train(CORPUS, vocab_size=280) and trained.vocab_size == 280
+    trained.save(tmp_path)
+    assert build_tokenizer(str(tmp_path), "text it does not read") == trained
+
+
+def test_build_tokenizer_names_what_it_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"'char', 'bpe' or a directory holding vocab.json and merges.txt"):
+        build_tokenizer(str(tmp_path / "missing"), CORPUS)
+    with pytest.raises(FileNotFoundError, match="got 'bpe2'"):
+        build_tokenizer("bpe2", CORPUS)

@@ -14,10 +14,12 @@ None), and ``to_dict()`` is a JSON description that a checkpoint stores and
 Tokenizers know nothing about Tensors.
 """
 
+from pathlib import Path
+
 from .bpe import BPETokenizer
 from .char import CharTokenizer
 
-__all__ = ["BPETokenizer", "CharTokenizer", "tokenizer_from_dict"]
+__all__ = ["BPETokenizer", "CharTokenizer", "build_tokenizer", "tokenizer_from_dict"]
 
 # The "type" a tokenizer's to_dict() writes, and the class that reads it back.
 _TOKENIZER_TYPES = {"char": CharTokenizer, "bpe": BPETokenizer}
@@ -30,3 +32,23 @@ def tokenizer_from_dict(d):
     if d["type"] not in _TOKENIZER_TYPES:
         raise ValueError(f"unknown tokenizer type {d['type']!r}; known types are {sorted(_TOKENIZER_TYPES)}")
     return _TOKENIZER_TYPES[d["type"]].from_dict(d)
+
+
+def build_tokenizer(kind, text, vocab_size=4096):
+    """The tokenizer a training run names: ``"char"``, ``"bpe"`` or a directory of saved BPE files.
+
+    ``"char"`` takes the characters of ``text``; ``"bpe"`` trains a byte-level BPE of
+    ``vocab_size`` tokens (with ``<|endoftext|>``) on ``text``; a directory holding
+    ``vocab.json`` and ``merges.txt`` (as :meth:`BPETokenizer.save` or Hugging Face write
+    them) is loaded and ``text`` is not used.
+    """
+    if kind == "char":
+        return CharTokenizer.from_text(text)
+    if kind == "bpe":
+        return BPETokenizer.train(text, vocab_size)
+    directory = Path(kind)
+    if not (directory / "vocab.json").is_file() or not (directory / "merges.txt").is_file():
+        raise FileNotFoundError(
+            f"tokenizer must be 'char', 'bpe' or a directory holding vocab.json and merges.txt, got {kind!r}"
+        )
+    return BPETokenizer.from_files(directory / "vocab.json", directory / "merges.txt")

@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import regex
 
+from .bpe_merge import merge_pieces
 from .bpe_train import learn_merges
-from .bytelevel import BYTE_TO_CHAR, CHAR_TO_BYTE, GPT2_SPLIT
+from .bytelevel import BYTE_TO_CHAR, BYTES_IN_ID_ORDER, CHAR_TO_BYTE, GPT2_SPLIT
 
-# Sorts after every real (rank, token id) pair: "this pair has no merge".
-_NO_MERGE = (float("inf"), -1)
 # How many offending ids or tokens an error message lists.
 _MAX_IN_ERROR = 5
+# The 256 characters that stand for bytes in a token's string.
+_BYTE_LEVEL_CHARS = frozenset(CHAR_TO_BYTE)
 
 
 class BPETokenizer:
@@ -69,12 +70,15 @@ class BPETokenizer:
         self.vocab = dict(vocab)
         self.merges = merges
 
-        # Encoding works on ids: the id of each byte, and for each mergeable pair of ids
-        # its rank (lower merges first) and the id it becomes.
-        self._byte_ids = [vocab[BYTE_TO_CHAR[byte]] for byte in range(256)]
-        self._merge_of_pair = {
-            (vocab[left], vocab[right]): (rank, vocab[left + right]) for rank, (left, right) in enumerate(merges)
-        }
+        # Encoding works on ids: the id of each byte, and the merge table bpe_merge.py
+        # searches, keyed by left * vocab_size + right (stable sort: if a pair is listed
+        # twice, its lower rank is found first).
+        size = len(vocab)
+        self._byte_ids = np.array([vocab[BYTE_TO_CHAR[byte]] for byte in range(256)], dtype=np.int64)  # (256,)
+        keys = np.array([vocab[left] * size + vocab[right] for left, right in merges], dtype=np.int64)  # (M,)
+        self._pair_ranks = np.argsort(keys, kind="stable")  # (M,) the rank of each sorted key
+        self._pair_keys = keys[self._pair_ranks]  # (M,)
+        self._merged_id_of_rank = np.array([vocab[left + right] for left, right in merges], dtype=np.int64)  # (M,)
         merged = {left + right for left, right in merges}
         self.special_tokens = {
             token: i
@@ -118,6 +122,7 @@ class BPETokenizer:
         except ValueError as error:
             raise ValueError(f"{vocab_path}: {error}") from None
         merges = []
+        # read_text reads Windows line ends "\r\n" as "\n" too.
         for line_number, line in enumerate(merges_path.read_text(encoding="utf-8").split("\n"), start=1):
             if (line_number == 1 and line.startswith("#version")) or line == "":
                 continue
@@ -130,14 +135,17 @@ class BPETokenizer:
             if problem:
                 raise ValueError(f"{merges_path} line {line_number}: merge {pair!r} {problem} of {vocab_path}")
             merges.append(pair)
-        return cls(vocab, merges)
+        try:
+            return cls(vocab, merges)
+        except ValueError as error:  # merges out of learning order
+            raise ValueError(f"{merges_path}: {error}") from None
 
     @classmethod
     def train(cls, text, vocab_size, special_tokens=("<|endoftext|>",)):
         """Learn a vocabulary of ``vocab_size`` tokens from ``text``: 256 bytes, merges, then ``special_tokens``.
 
         Each merge joins a most frequent adjacent pair at the moment it is made; ties go
-        to the smallest pair of ids (see ``bpe_train.py``). The special tokens' strings
+        to the smallest pair of ids, as in Hugging Face's trainer (see ``bpe_train.py``). The special tokens' strings
         are cut out of ``text`` before counting, so no merge learns a piece of one. If
         the text runs out of pairs first, the vocabulary is smaller than asked.
         """
@@ -155,8 +163,8 @@ class BPETokenizer:
             )
         pieces = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]
         merged_ids = learn_merges(pieces, vocab_size - 256 - len(special_tokens))
-        # Ids 0..255 are the bytes in byte order; merge r makes id 256 + r.
-        strings = [BYTE_TO_CHAR[byte] for byte in range(256)]
+        # Ids 0..255 are the bytes in GPT-2's order; merge r makes id 256 + r.
+        strings = [BYTE_TO_CHAR[byte] for byte in BYTES_IN_ID_ORDER]
         for left, right in merged_ids:
             strings.append(strings[left] + strings[right])
         vocab = {string: i for i, string in enumerate(strings)}
@@ -245,8 +253,8 @@ class BPETokenizer:
                 self._encode_ordinary(text, ids)
         except UnicodeEncodeError as error:
             raise ValueError(
-                f"text contains the lone surrogate {error.object[error.start]!r} at index {error.start} "
-                "of a piece, which has no UTF-8 encoding; only valid Unicode text can be encoded"
+                f"text contains the lone surrogate {error.object[error.start]!r}, which has no UTF-8 encoding; "
+                "only valid Unicode text can be encoded"
             ) from None
         return np.array(ids, dtype=np.int64)  # (N,)
 
@@ -277,36 +285,17 @@ class BPETokenizer:
         """Append the ids of ``text``, read with no special tokens, to the list ``ids``."""
         pieces = GPT2_SPLIT.findall(text)
         cache = self._cache
-        for piece in set(pieces).difference(cache):  # each new distinct piece once
-            cache[piece] = self._merge_piece(piece.encode("utf-8"))
+        new_pieces = list(set(pieces).difference(cache))  # each distinct piece not seen before, once
+        merged = merge_pieces(
+            [piece.encode("utf-8") for piece in new_pieces],
+            self._byte_ids,
+            self._pair_keys,
+            self._pair_ranks,
+            self._merged_id_of_rank,
+            self.vocab_size,
+        )
+        cache.update(zip(new_pieces, merged))
         ids.extend(itertools.chain.from_iterable(map(cache.__getitem__, pieces)))
-
-    def _merge_piece(self, piece_bytes):
-        """The BPE of one pre-tokenized piece: its byte ids, merged by rank until no merge applies.
-
-        GPT-2 merges every occurrence of the lowest-ranked pair, left to right, then
-        looks again. This merges one occurrence at a time, the leftmost of the lowest
-        rank, which gives the same tokens: the constructor checks that a merge only uses
-        tokens made by lower-ranked merges, so the pairs a merge creates rank above it,
-        and the next lowest is the next occurrence of the same pair while there is one.
-        Merging one at a time means only the two pairs beside the merge change.
-        """
-        ids = [self._byte_ids[byte] for byte in piece_bytes]
-        merge_of = self._merge_of_pair.get
-        # merges[i]: (rank, merged id) of the pair (ids[i], ids[i + 1]), or _NO_MERGE.
-        merges = [merge_of(pair, _NO_MERGE) for pair in zip(ids, ids[1:])]
-        while merges:
-            best = min(merges)
-            if best is _NO_MERGE:
-                break
-            i = merges.index(best)  # the leftmost occurrence
-            ids[i : i + 2] = [best[1]]
-            del merges[i]
-            if i > 0:
-                merges[i - 1] = merge_of((ids[i - 1], ids[i]), _NO_MERGE)
-            if i < len(merges):
-                merges[i] = merge_of((ids[i], ids[i + 1]), _NO_MERGE)
-        return ids
 
     def _special_set(self, tokens, name):
         """The special token strings that ``tokens`` ("all", or a collection of strings) names."""
@@ -362,13 +351,14 @@ def _check_vocab(vocab):
 
 def _merge_problem(vocab, pair):
     """Why ``pair`` cannot be a merge of ``vocab``, as the end of a sentence, or None if it can."""
-    if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(token, str) for token in pair)):
+    if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str)):
         return "is not a pair of two token strings"
-    for token in (*pair, pair[0] + pair[1]):
+    merged = pair[0] + pair[1]
+    for token in (*pair, merged):
         if token not in vocab:
             return f"needs the token {token!r}, which is not in the vocabulary"
-        if any(char not in CHAR_TO_BYTE for char in token):
-            return f"involves the token {token!r}, which is not made of byte-level characters"
+    if not _BYTE_LEVEL_CHARS.issuperset(merged):  # the characters of both halves
+        return f"makes the token {merged!r}, which is not made of byte-level characters"
     return None
 
 

@@ -11,27 +11,32 @@ holding it finds those pieces, and a heap finds the most frequent pair.
 
 Tie-breaking rule: among pairs of equal count, the pair ``(left id, right id)`` that
 compares smallest wins (smallest left id, then smallest right id). Ids 0..255 are the
-byte values and merge ``r`` makes id ``256 + r``, so byte pairs go in byte order and a
-pair of older tokens beats a pair of newer ones. The result is a function of the text.
+bytes numbered as GPT-2 numbers them (``BYTES_IN_ID_ORDER``) and merge ``r`` makes id
+``256 + r``, so a pair of older tokens beats a pair of newer ones. This is the rule of
+Hugging Face's trainer, which numbers the bytes the same way, so the two learn the same
+merges in the same order. The result is a function of the text.
 """
 
 import heapq
 from collections import Counter
 
-from .bytelevel import GPT2_SPLIT
+from .bytelevel import BYTES_IN_ID_ORDER, GPT2_SPLIT
+
+# Token id of each byte value, the inverse of BYTES_IN_ID_ORDER.
+_ID_OF_BYTE = [BYTES_IN_ID_ORDER.index(byte) for byte in range(256)]
 
 
 def learn_merges(texts, num_merges):
     """Up to ``num_merges`` merges learned from ``texts`` (strings, each pre-tokenized apart).
 
-    Returns the merges in the order made, as pairs of token ids: ids 0..255 are bytes,
-    and merge ``r`` creates id ``256 + r``. Fewer merges come back when no adjacent pair
+    Returns the merges in the order made, as pairs of token ids: id ``i`` < 256 is the
+    byte ``BYTES_IN_ID_ORDER[i]``, and merge ``r`` creates id ``256 + r``. Fewer merges come back when no adjacent pair
     is left (every piece has become a single token).
     """
     piece_counts = Counter()
     for text in texts:
         piece_counts.update(GPT2_SPLIT.findall(text))
-    words = [list(piece.encode("utf-8")) for piece in piece_counts]  # each distinct piece as token ids
+    words = [[_ID_OF_BYTE[byte] for byte in piece.encode("utf-8")] for piece in piece_counts]  # each as token ids
     frequencies = list(piece_counts.values())  # how often each distinct piece occurs
 
     # pair_counts[pair]: occurrences of the pair in the corpus (a piece counts as often as it occurs).

@@ -45,3 +45,7 @@ def bytes_to_unicode():
 
 BYTE_TO_CHAR = bytes_to_unicode()
 CHAR_TO_BYTE = {char: byte for byte, char in BYTE_TO_CHAR.items()}
+# The ids GPT-2 gives the 256 single-byte tokens: byte BYTES_IN_ID_ORDER[i] is token i,
+# which is the bytes sorted by their characters (the printable ones first, in byte order,
+# then the shifted ones). Hugging Face's trainer numbers its byte alphabet the same way.
+BYTES_IN_ID_ORDER = sorted(range(256), key=BYTE_TO_CHAR.__getitem__)

@@ -146,4 +146,3 @@ def _describe_chars(chars):
     shown = ", ".join(repr(ch) for ch in chars[:_MAX_CHARS_IN_ERROR])
     extra = len(chars) - _MAX_CHARS_IN_ERROR
     return shown + (f" and {extra} more" if extra > 0 else "")
-
