@@ -180,7 +180,7 @@ class GPT(Module):
                 p.data[...] = 0
             elif name.endswith("weight") and p.ndim == 2:
                 std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
-                p.data[...] = gen.normal(0.0, std, p.shape)
+                rng.draw_into(p.data, lambda shape: gen.normal(0.0, std, shape))
             # LayerNorm weights (1-D) keep their ones.
 
     def get_num_params(self, non_embedding=True):
