@@ -500,6 +500,17 @@ def test_matmul_dispatcher_equals_np_matmul(a_shape, b_shape, dtype):
         assert_close(K.matmul(at, bt), np.matmul(a, b))
 
 
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])  # 9: past ROW_DOTS_MAX_ROWS, the GEMM again
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_few_rows_times_a_transposed_weight_equal_np_matmul(monkeypatch, rows, dtype):
+    """Decoding's x @ weight.T: dot products of rows instead of the packed GEMM."""
+    monkeypatch.setenv("TINYGPT_MATMUL", "numba")
+    rng = np.random.default_rng(13)
+    x, weight = rand(rng, (rows, 67), dtype), rand(rng, (130, 67), dtype)  # odd sizes: no vector-width luck
+    assert_close(K.matmul(x, weight.T), np.matmul(x, weight.T))
+    assert_close(K.matmul(x[:, ::-1], weight.T), np.matmul(x[:, ::-1], weight.T))  # x not contiguous
+
+
 def test_matmul_dispatch_rule(monkeypatch):
     import importlib
 

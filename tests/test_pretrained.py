@@ -433,3 +433,48 @@ def test_gpt2tokenizer_reads_our_exported_tokenizer(tmp_path, hf):
     theirs = transformers.GPT2Tokenizer.from_pretrained(tmp_path / "out")
     for text in REFERENCE["tokenizer_strings"]:
         assert theirs.encode(str(text)) == tokenizer.encode(str(text)).tolist()
+
+
+# ---- fine-tuning: tinygpt train --init_from --------------------------------------------------
+FINE_TUNE = ["--block_size", "16", "--batch_size", "2", "--eval_iters", "1", "--eval_interval", "2",
+             "--sample_tokens", "0", "--learning_rate", "1e-3"]
+
+
+def test_train_init_from_fine_tunes_the_gpt2_and_resumes_and_exports(tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("First Citizen: Before we proceed any further, hear me speak.\n" * 30)
+    out_dir = tmp_path / "run"
+    start, _ = load_pretrained(FIXTURE)
+    status, _, err = run_main(capsys, "train", "--init_from", FIXTURE, "--data", text, "--out_dir", out_dir,
+                              "--max_iters", "2", *FINE_TUNE)
+    assert status == 0, err
+    tuned, _ = load_pretrained_checkpoint(out_dir / "ckpt_last.npz")
+    assert tuned.config.block_size == 16 and tuned.config.gelu_approximate == "tanh"
+    changed = tuned.transformer.h[0].attn.c_attn.weight.data - start.transformer.h[0].attn.c_attn.weight.data
+    assert 0 < np.abs(changed).max() < 0.1  # trained from GPT-2's weights, not from a new model
+    status, _, err = run_main(capsys, "train", "--resume", "--out_dir", out_dir, "--max_iters", "4")
+    assert status == 0, err
+    status, _, err = run_main(capsys, "export", "--ckpt", out_dir / "ckpt_last.npz", "--out", tmp_path / "hf")
+    assert status == 0, err
+    exported, tokenizer = load_pretrained(tmp_path / "hf")
+    assert exported.config.block_size == 16 and tokenizer.vocab == load_pretrained(FIXTURE)[1].vocab
+
+
+def load_pretrained_checkpoint(path):
+    from tinygrad_gpt.training_state import load_model
+
+    model, metadata, _ = load_model(path)
+    return model, metadata
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n_layer", "3"], "--n_layer cannot be set with --init_from"),
+    (["--block_size", "65"], "--block_size 65 is longer than the 64 positions"),
+    (["--data", "adder"], "adder is a synthetic task"),
+    (["--resume"], "give --resume without --init_from"),
+])
+def test_train_init_from_refuses_settings_it_cannot_honour(tmp_path, capsys, flags, message):
+    status, _, err = run_main(capsys, "train", "--init_from", FIXTURE, "--out_dir", tmp_path / "run",
+                              "--max_iters", "1", *FINE_TUNE, *flags)
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()

@@ -93,6 +93,9 @@ def build_parser():
     train_parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt_last.npz")
     train_parser.add_argument("--overwrite", action="store_true",
                               help="start a new run even if OUT_DIR already holds checkpoints (they are replaced)")
+    train_parser.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
+                              help="fine-tune the GPT-2 of a Hugging Face directory (its shape and tokenizer; "
+                                   "--block_size crops its positions) instead of a new model")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
@@ -182,11 +185,47 @@ def train_config(args):
     return config, tuple(settings) + tuple(flags)
 
 
+# The model settings that --init_from takes from the directory instead.
+PRETRAINED_SHAPE = ("n_layer", "n_head", "n_embd", "bias", "gelu_approximate")
+
+
+def _fine_tuning_run(config, explicit, directory):
+    """(config, model, batches) to fine-tune the GPT-2 of `directory`, nanoGPT's init_from.
+
+    The model's shape comes from the directory and is written into the config, so the
+    run's checkpoints rebuild it, and `--resume` alone continues it.
+    """
+    from .data import Batches
+    from .pretrained import load_pretrained  # here: only --init_from needs it (and safetensors)
+
+    given = [name for name in PRETRAINED_SHAPE if name in explicit]
+    if given:
+        raise ValueError(f"--{given[0]} cannot be set with --init_from: the model's shape comes from {directory}")
+    model, tokenizer = load_pretrained(directory, dropout=config.dropout)
+    if tokenizer is None:
+        raise ValueError(f"{directory} has no tokenizer (vocab.json and merges.txt) to turn the training text into tokens")
+    if config.block_size > model.config.block_size:
+        raise ValueError(f"--block_size {config.block_size} is longer than the {model.config.block_size} positions "
+                         f"of {directory}")
+    batches = Batches(config.data, config.batch_size, config.block_size, tokenizer)
+    if batches.tokenizer is None:
+        raise ValueError(f"--init_from fine-tunes on text, but {config.data} is a synthetic task of digits")
+    model.crop_block_size(config.block_size).to(np.dtype(config.dtype)).train()
+    shape = {name: getattr(model.config, name) for name in PRETRAINED_SHAPE}
+    return dataclasses.replace(config, data=batches.source, **shape), model, batches
+
+
 def run_train(args):
     config, explicit = train_config(args)
+    model = batches = None
+    if args.init_from and args.resume:
+        raise ValueError("--resume continues from OUT_DIR/ckpt_last.npz, which already holds the fine-tuned "
+                         "model; give --resume without --init_from")
+    if args.init_from:
+        config, model, batches = _fine_tuning_run(config, explicit, args.init_from)
     with StopSignals() as stop:
         result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite, progress=Progress(),
-                       stop=stop)
+                       stop=stop, model=model, batches=batches)
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")

@@ -11,7 +11,7 @@ V = vocab_size.
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -159,6 +159,17 @@ class GPT(Module):
         model, _ = load_pretrained(directory, dropout=dropout)
         return model
 
+    def crop_block_size(self, block_size):
+        """Keep the first `block_size` positions (nanoGPT's model surgery): fine-tuning a GPT-2
+        of 1024 positions on shorter sequences then saves and resumes as a model of that size."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"GPT: block_size must be in [1, {self.config.block_size}], got {block_size}")
+        self.config = replace(self.config, block_size=block_size)
+        wpe = self.transformer.wpe
+        wpe.weight.data, wpe.weight.grad = wpe.weight.data[:block_size].copy(), None  # (block_size, C)
+        wpe.num_embeddings = block_size
+        return self
+
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02) weights, zero biases, and the residual projections
         (c_proj) scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does
@@ -169,7 +180,7 @@ class GPT(Module):
                 p.data[...] = 0
             elif name.endswith("weight") and p.ndim == 2:
                 std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
-                p.data[...] = gen.normal(0.0, std, p.shape)
+                rng.draw_into(p.data, lambda shape: gen.normal(0.0, std, shape))
             # LayerNorm weights (1-D) keep their ones.
 
     def get_num_params(self, non_embedding=True):
