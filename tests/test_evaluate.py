@@ -155,6 +155,15 @@ def test_perplexity_with_stride_one_is_the_sum_of_next_token_loglikelihoods(char
     assert char_evaluator.perplexity(text, stride=8)["nll"] != pytest.approx(expected, rel=1e-6)
 
 
+def test_perplexity_windows_batched_give_the_one_at_a_time_scores(char_evaluator):
+    text = "abcdefgh.abc.dhgfeab" * 4
+    one = char_evaluator.perplexity(text, stride=3, batch_size=1)
+    assert char_evaluator.perplexity(text, stride=3, batch_size=5)["nll"] == pytest.approx(one["nll"], rel=1e-12)
+    first = char_evaluator.perplexity(text, stride=3, max_tokens=10)
+    assert first["tokens"] == 10 and first["nll"] == pytest.approx(
+        char_evaluator.perplexity(text[:11], stride=3)["nll"], rel=1e-12)
+
+
 # ---- metrics ------------------------------------------------------------------------
 
 
