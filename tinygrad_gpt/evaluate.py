@@ -270,7 +270,7 @@ def evaluate_task(evaluator, task, num_fewshot=0, limit=None, seed=1234, progres
             lls = np.array([s for s, _ in scores])  # (N,)
             lengths = np.array([len(c) for c in example.choices], dtype=np.float64)  # (N,) characters
             pred, pred_norm = int(lls.argmax()), int((lls / lengths).argmax())
-            records.append({"label": example.label, "loglikelihoods": lls.tolist(),
+            records.append({"choices": example.choices, "label": example.label, "loglikelihoods": lls.tolist(),
                             "is_greedy": [g for _, g in scores], "pred": pred, "pred_norm": pred_norm,
                             "acc": float(pred == example.label), "acc_norm": float(pred_norm == example.label)})
         else:
