@@ -119,7 +119,7 @@ def test_help_exits_0_and_describes_the_command(capsys, argv):
     status, out, err = run_main(capsys, *argv)
     assert status == 0 and err == ""
     assert out.startswith(f"usage: tinygpt {' '.join(argv[:-1])}".rstrip())
-    expected = {"--help": "{train,sample}", "train": "--n_embd N_EMBD, --n-embd N_EMBD", "sample": "--top-p"}
+    expected = {"--help": "{train,sample,", "train": "--n_embd N_EMBD, --n-embd N_EMBD", "sample": "--top-p"}
     assert expected[argv[0]] in out
 
 

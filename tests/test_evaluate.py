@@ -286,6 +286,36 @@ def test_loglikelihoods_match_transformers_live():
     assert (result["metrics"]["acc"]["value"], result["metrics"]["acc_norm"]["value"]) == _harness_acc(theirs)
 
 
+def _directory_scores():
+    from tinygrad_gpt.pretrained import load_pretrained
+
+    ev = Evaluator(*load_pretrained(reference.GPT2_TINY))
+    pairs = [ev.encode_pair(c, x) for e in reference.BPE_TASK for c, x in zip(e.contexts, e.choices)]
+    scores = [s for e in reference.BPE_TASK for s, _ in ev.loglikelihood_choices(e.contexts, e.choices)]
+    return ev, pairs, np.array(scores)
+
+
+def test_a_hugging_face_directory_matches_the_committed_transformers_fixture():
+    fixture = np.load(FIXTURES / "eval_reference.npz", allow_pickle=False)
+    ev, pairs, ours = _directory_scores()
+    assert ev.eot_token is not None and pairs[7][0].tolist() == [ev.eot_token]  # the empty context
+    assert [[c.tolist(), x.tolist()] for c, x in pairs] == json.loads(str(fixture["gpt2_tiny/tokens"]))
+    np.testing.assert_allclose(ours, fixture["gpt2_tiny/loglikelihoods"], rtol=1e-4)  # float32, as above
+
+
+def test_a_hugging_face_directory_matches_transformers_live():
+    pytest.importorskip("torch", reason="the crosscheck extra (torch, transformers) is not installed")
+    transformers = pytest.importorskip("transformers", reason="the crosscheck extra is not installed")
+    ev, pairs, ours = _directory_scores()
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(reference.GPT2_TINY).eval()
+    theirs = reference.hf_loglikelihoods(hf_model, pairs, block_size=ev.block_size)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+    result = evaluate_task(ev, Task("gpt2_tiny", reference.BPE_TASK))
+    acc = np.mean([np.argmax(theirs[i : i + len(e.choices)]) == e.label
+                   for i, e in zip(np.cumsum([0] + [len(e.choices) for e in reference.BPE_TASK]), reference.BPE_TASK)])
+    assert result["metrics"]["acc"]["value"] == acc
+
+
 # ---- tinygpt eval -----------------------------------------------------------------
 
 

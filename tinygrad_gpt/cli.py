@@ -4,6 +4,8 @@
     tinygpt train --data input.txt --max_iters 2000 --out_dir out-mine
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
+    tinygpt sample --init_from gpt2/ --prompt "Hello"    # a Hugging Face GPT-2 directory
+    tinygpt export --ckpt out/ckpt_best.npz --out my-gpt2/   # ... and back to one
     tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
 
 Exit status:
@@ -70,7 +72,7 @@ def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
                              description="Train and sample a small GPT written from scratch on NumPy.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample,eval}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,export,eval}")
     commands.required = True
 
     train_parser = commands.add_parser("train", allow_abbrev=False,
@@ -90,6 +92,9 @@ def build_parser():
     sample_parser = commands.add_parser("sample", allow_abbrev=False, help="write text with a trained checkpoint")
     sample_parser.add_argument("--ckpt", default="out/ckpt_best.npz",
                                help="checkpoint file (default: out/ckpt_best.npz)")
+    sample_parser.add_argument("--init_from", "--init-from", dest="init_from", metavar="DIR",
+                               help="sample from a Hugging Face GPT-2 directory (config.json, model.safetensors, "
+                                    "vocab.json, merges.txt) instead of --ckpt")
     sample_parser.add_argument("--prompt", default="", help="text to continue (default: a newline)")
     for name, kind, default, help_text in [
         ("max_new_tokens", int, 300, "tokens to generate"),
@@ -103,6 +108,14 @@ def build_parser():
                                    default=default, help=f"{help_text} (default: {default})")
     sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                                help="recompute the whole context each step, as nanoGPT (slower)")
+
+    export_parser = commands.add_parser("export", allow_abbrev=False,
+                                        help="write a checkpoint as a Hugging Face GPT-2 directory")
+    export_parser.add_argument("--ckpt", default="out/ckpt_best.npz",
+                               help="checkpoint file (default: out/ckpt_best.npz)")
+    export_parser.add_argument("--out", required=True, metavar="DIR",
+                               help="the directory to create (new or empty): config.json, model.safetensors, "
+                                    "and vocab.json + merges.txt for a BPE tokenizer")
 
     eval_parser = commands.add_parser("eval", allow_abbrev=False,
                                       help="score a model on tasks (multiple choice, exact match, perplexity)")
@@ -176,18 +189,36 @@ def _check_sample_args(args):
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
 
 
+def _checkpoint_tokenizer(model, metadata):
+    if metadata.get("tokenizer"):
+        return tokenizer_from_dict(metadata["tokenizer"])
+    return CharTokenizer("0123456789"[: model.config.vocab_size])  # a synthetic task: digits 0 .. vocab_size-1
+
+
+def _pretrained_pair(directory):
+    """(model, tokenizer) of a Hugging Face GPT-2 directory, refusing one without a tokenizer."""
+    from .pretrained import load_pretrained  # here: only --init_from needs it (and safetensors)
+
+    model, tokenizer = load_pretrained(directory)
+    if tokenizer is None:
+        raise ValueError(f"{directory} has no tokenizer: sampling needs its vocab.json and merges.txt")
+    return model, tokenizer
+
+
 def run_sample(args):
     _check_sample_args(args)
-    model, metadata, _ = load_model(args.ckpt)
-    if metadata.get("tokenizer"):
-        tokenizer = tokenizer_from_dict(metadata["tokenizer"])
-    else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
-        tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
-    prompt = args.prompt or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[0])
+    if args.init_from:
+        model, tokenizer = _pretrained_pair(args.init_from)
+    else:
+        model, metadata, _ = load_model(args.ckpt)
+        tokenizer = _checkpoint_tokenizer(model, metadata)
+    chars = getattr(tokenizer, "chars", "\n")  # a BPE tokenizer can write every character
+    prompt = args.prompt or ("\n" if "\n" in chars else chars[0])
     try:
         ids = tokenizer.encode(prompt)
     except ValueError as error:
-        raise ValueError(f"the prompt cannot be written in the vocabulary of {args.ckpt}: {error}") from None
+        source = args.init_from or args.ckpt
+        raise ValueError(f"the prompt cannot be written in the vocabulary of {source}: {error}") from None
     generator = np.random.default_rng(args.seed)
     for i in range(args.num_samples):
         out = model.generate(ids[None, :], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -195,6 +226,22 @@ def run_sample(args):
         if i:
             print("-" * 40)
         print(tokenizer.decode(out[0]))
+    return 0
+
+
+def run_export(args):
+    from .pretrained import export_pretrained  # here: only export needs it (and safetensors)
+
+    model, metadata, _ = load_model(args.ckpt)
+    tokenizer = tokenizer_from_dict(metadata["tokenizer"]) if metadata.get("tokenizer") else None
+    files = export_pretrained(model, tokenizer, args.out)
+    print(f"wrote {args.out}: {', '.join(files)}")
+    kind = tokenizer.to_dict()["type"] if tokenizer is not None else None
+    if kind == "char":
+        print(f"note: {args.ckpt} has a character tokenizer, not GPT-2's: transformers loads the weights, "
+              f"but their ids are characters, kept for tinygpt in {args.out}/tinygpt_tokenizer.json")
+    elif kind is None:
+        print(f"note: {args.ckpt} is a synthetic task's model with no tokenizer, not GPT-2's: its ids are digits")
     return 0
 
 
@@ -208,17 +255,14 @@ def run_eval(args):
             raise ValueError(f"--{name} must be at least {minimum}, got {value}")
     tasks = [load_task(name, stride=args.stride) for name in args.task]  # bad task files fail before loading
     if args.init_from:
-        from .pretrained import load_pretrained
+        from .pretrained import load_pretrained  # here: only --init_from needs it (and safetensors)
 
         model, tokenizer = load_pretrained(args.init_from)
         source = args.init_from
     else:
         source = args.ckpt or "out/ckpt_best.npz"
         model, metadata, _ = load_model(source)
-        if metadata.get("tokenizer"):
-            tokenizer = tokenizer_from_dict(metadata["tokenizer"])
-        else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
-            tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+        tokenizer = _checkpoint_tokenizer(model, metadata)
     if tokenizer is None:
         raise ValueError(f"{source} has no tokenizer, so its model cannot read task text")
     results = evaluate(model, tokenizer, tasks, args.num_fewshot, args.limit, args.seed, progress=ProgressLine())
@@ -229,14 +273,11 @@ def run_eval(args):
     return 0
 
 
-_COMMANDS = {"train": run_train, "sample": run_sample, "eval": run_eval}
-
-
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     try:
-        return _COMMANDS[args.command](args)
+        return {"train": run_train, "sample": run_sample, "export": run_export, "eval": run_eval}[args.command](args)
     except TrainingInterrupted as stop:
         print(f"tinygpt: {stop}", file=sys.stderr)
         return 128 + stop.signal_number

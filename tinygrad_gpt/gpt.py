@@ -31,6 +31,9 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    # The MLP's GELU: "none" is the exact erf form nanoGPT trains with; "tanh" is the
+    # approximation GPT-2 was trained with (Hugging Face's "gelu_new"), which its weights need.
+    gelu_approximate: str = "none"
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -45,6 +48,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: dropout must be a number in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"GPTConfig: gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -111,7 +116,7 @@ class CausalSelfAttention(Module):
 class MLP(Module):
     def __init__(self, config):
         self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = GELU()  # exact erf form, as nanoGPT's nn.GELU()
+        self.gelu = GELU(config.gelu_approximate)  # "none": exact erf form, as nanoGPT's nn.GELU()
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
@@ -146,6 +151,14 @@ class GPT(Module):
         # Weight tying: the output layer scores tokens with their input embeddings.
         self.lm_head.weight = self.transformer.wte.weight
         self._init_weights()
+
+    @classmethod
+    def from_pretrained(cls, directory, dropout=0.0):
+        """The GPT-2 of a Hugging Face directory (config.json, model.safetensors), see pretrained.py."""
+        from .pretrained import load_pretrained  # here, not at the top: pretrained.py imports this file
+
+        model, _ = load_pretrained(directory, dropout=dropout)
+        return model
 
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02) weights, zero biases, and the residual projections
