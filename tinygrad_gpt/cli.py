@@ -269,7 +269,7 @@ def run_eval(args):
     print(results_table(results))
     if args.report:
         write_report(args.report, results, source)
-        print(f"\nper-example log-likelihoods: {args.report}")
+        print(f"\nper-example results (per-choice log-likelihoods): {args.report}")
     return 0
 
 
