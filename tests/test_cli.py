@@ -131,7 +131,7 @@ def test_the_module_runs_as_the_tinygpt_command(tmp_path):
 
 def test_no_command_is_a_usage_error(capsys):
     status, _, err = run_main(capsys)
-    assert_one_line_error(status, err, "the following arguments are required: {train,sample}")
+    assert_one_line_error(status, err, "the following arguments are required: {train,sample,")
 
 
 # ---- bad settings ----------------------------------------------------------------

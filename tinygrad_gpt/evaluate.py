@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 from .gpt import KVCache
-from .tasks import Generation, MultipleChoice, Perplexity
+from .tasks import MultipleChoice, Perplexity
 from .tensor import no_grad
 
 
