@@ -155,7 +155,7 @@ def build_parser():
                                   "(repeat for several)")
     for name, kind, default, help_text in [
         ("num_fewshot", int, 0, "solved examples before each question"),
-        ("limit", int, None, "score only the first N examples of each task"),
+        ("limit", int, None, "score only the first N examples of each task (perplexity: N blocks of tokens)"),
         ("seed", int, 1234, "seed of the few-shot draws"),
         ("stride", int, None, "perplexity: tokens the window moves by (default: half a block)"),
     ]:
