@@ -54,7 +54,8 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing
 
 import numpy as np  # noqa: E402
 
-from tinygrad_gpt import kernels as K  # noqa: E402
+from tinygrad_gpt.kernels import fast as K  # noqa: E402
+from tinygrad_gpt.kernels import reference as R  # noqa: E402
 from tinygrad_gpt.kernels._target import TILE_SHAPES, vector_isa  # noqa: E402
 
 CONFIGS = {
@@ -152,8 +153,8 @@ def kernel_cases(cfg, rng):
     d_att = rand(B, nh, T, T)
     n = scores.size
     cases.append(("softmax (causal)", f"({B},{nh},{T},{T})",
-                  lambda: K.softmax_forward_ref(scores, True), lambda: K.softmax_forward(scores, True),
-                  lambda: K.softmax_backward_ref(y_att, d_att), lambda: K.softmax_backward(y_att, d_att),
+                  lambda: R.softmax_forward(scores, True), lambda: K.softmax_forward(scores, True),
+                  lambda: R.softmax_backward(y_att, d_att), lambda: K.softmax_backward(y_att, d_att),
                   2 * n * item, 3 * n * item, None, None))
 
     x = rand(N, C)
@@ -161,24 +162,24 @@ def kernel_cases(cfg, rng):
     dy = rand(N, C)
     _, mean, rstd = K.layernorm_forward(x, w, b, 1e-5)
     cases.append(("layernorm", f"({N},{C})",
-                  lambda: K.layernorm_forward_ref(x, w, b, 1e-5), lambda: K.layernorm_forward(x, w, b, 1e-5),
-                  lambda: K.layernorm_backward_ref(dy, x, w, mean, rstd), lambda: K.layernorm_backward(dy, x, w, mean, rstd),
+                  lambda: R.layernorm_forward(x, w, b, 1e-5), lambda: K.layernorm_forward(x, w, b, 1e-5),
+                  lambda: R.layernorm_backward(dy, x, w, mean, rstd), lambda: K.layernorm_backward(dy, x, w, mean, rstd),
                   2 * x.nbytes, 3 * x.nbytes, None, None))
 
     h = rand(N, 4 * C)
     dh = rand(N, 4 * C)
     for approximate in ("tanh", "none"):
         cases.append((f"gelu ({approximate})", f"({N},{4 * C})",
-                      lambda a=approximate: K.gelu_forward_ref(h, a), lambda a=approximate: K.gelu_forward(h, a),
-                      lambda a=approximate: K.gelu_backward_ref(h, dh, a), lambda a=approximate: K.gelu_backward(h, dh, a),
+                      lambda a=approximate: R.gelu_forward(h, a), lambda a=approximate: K.gelu_forward(h, a),
+                      lambda a=approximate: R.gelu_backward(h, dh, a), lambda a=approximate: K.gelu_backward(h, dh, a),
                       2 * h.nbytes, 3 * h.nbytes, None, None))
 
     logits = rand(N, V) * 3
     targets = rng.integers(0, V, N)
     _, lse = K.cross_entropy_forward(logits, targets, -100)
     cases.append(("cross-entropy", f"({N},{V})",
-                  lambda: K.cross_entropy_forward_ref(logits, targets, -100), lambda: K.cross_entropy_forward(logits, targets, -100),
-                  lambda: K.cross_entropy_backward_ref(logits, targets, lse, 1.0, -100),
+                  lambda: R.cross_entropy_forward(logits, targets, -100), lambda: K.cross_entropy_forward(logits, targets, -100),
+                  lambda: R.cross_entropy_backward(logits, targets, lse, 1.0, -100),
                   lambda: K.cross_entropy_backward(logits, targets, lse, 1.0, -100),
                   logits.nbytes, 2 * logits.nbytes, None, None))
 
@@ -187,20 +188,20 @@ def kernel_cases(cfg, rng):
     _, att = K.attention_forward(q, k, v, scale, True)
     product = 2 * B * nh * T * T * hs  # flops of one (T x hs) @ (hs x T) product per head, all heads
     cases.append(("attention (causal)", f"({B},{nh},{T},{hs})",
-                  lambda: K.attention_forward_ref(q, k, v, scale, True), lambda: K.attention_forward(q, k, v, scale, True),
-                  lambda: K.attention_backward_ref(d, q, k, v, att, scale), lambda: K.attention_backward(d, q, k, v, att, scale),
+                  lambda: R.attention_forward(q, k, v, scale, True), lambda: K.attention_forward(q, k, v, scale, True),
+                  lambda: R.attention_backward(d, q, k, v, att, scale), lambda: K.attention_backward(d, q, k, v, att, scale),
                   None, None, 2 * product, 4 * product))
 
     idx = rng.integers(0, V, (B, T))
     dout = rand(B, T, C)
     cases.append(("embedding bwd", f"({N},{C})->({V},{C})", None, None,
-                  lambda: K.embedding_backward_ref(idx, dout, V), lambda: K.embedding_backward(idx, dout, V),
+                  lambda: R.embedding_backward(idx, dout, V), lambda: K.embedding_backward(idx, dout, V),
                   None, dout.nbytes + V * C * item, None, None))
 
     n_params = 12 * N_LAYER * C * C + (V + T) * C
     params = [rand(n_params), rand(n_params), np.zeros(n_params, DTYPE), np.zeros(n_params, DTYPE)]
     cases.append(("adamw step", f"{n_params} params", None, None,
-                  lambda: K.adamw_step_ref(*params, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3),
+                  lambda: R.adamw_step(*params, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3),
                   lambda: K.adamw_step(*params, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3),
                   None, 7 * n_params * item, None, None))
     return cases

@@ -1,6 +1,6 @@
 """What the kernels are compiled for, and the GEMM tile that fits it.
 
-The GEMM micro-kernel (matmul.py) keeps a tile of MR x NC float32 numbers of C in
+The GEMM micro-kernel (gemm.py) keeps a tile of MR x NC float32 numbers of C in
 vector registers for its whole loop over k. How big a tile fits depends on the vector
 instructions Numba generates code for:
 
@@ -17,7 +17,7 @@ on for AVX2 targets alone.
 
 What Numba compiles for is read from its compiler itself: the features string in the
 key of its on-disk cache, set from the host CPU or from NUMBA_CPU_NAME /
-NUMBA_CPU_FEATURES (an AVX2 NUMBA_CPU_FEATURES is how the AVX2 figures in matmul.py were
+NUMBA_CPU_FEATURES (an AVX2 NUMBA_CPU_FEATURES is how the AVX2 figures in gemm.py were
 measured on the AVX-512 reference machine: `bench_kernels.py --emulate-avx2`). Reading
 the compiler's own string keeps the tile consistent with the code it is compiled into.
 """

@@ -18,7 +18,7 @@ size and the kernel's measured single-thread cost per element (float32, referenc
 machine); the estimate only needs to be right within a factor of two near the line.
 The line is 150 us rather than the break-even 90 us because most kernels above split
 their work unevenly or are memory-bound; the GEMM, whose tasks are equal tiles, passes
-its own lower line (matmul.py).
+its own lower line (gemm.py).
 """
 
 import numba

@@ -49,7 +49,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ._aligned import aligned_empty, aligned_host_empty
-from ._checks import check_float_array, check_same_dtype
+from ._checks import check_matmul, check_matmul_pair
 from ._stack import stack_empty
 from ._target import TILE_SHAPES, vector_isa
 from ._threads import threads_for
@@ -245,17 +245,6 @@ def pack_panels(x):
     return out
 
 
-def _check_pair(a, b, a_ndim, b_ndim):
-    """Check float arrays of one dtype whose contraction dims agree (ndim None: any >= 1)."""
-    check_float_array("a", a, ndim=a_ndim, min_ndim=1)
-    check_float_array("b", b, ndim=b_ndim, min_ndim=1)
-    check_same_dtype("b", b, "a", a)
-    k_a = a.shape[-1]
-    k_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
-    if k_a != k_b:
-        raise ValueError(f"a's last dim ({k_a}) must equal b's contraction dim ({k_b}); got shapes {a.shape} and {b.shape}.")
-
-
 def _estimated_us(M, K, N):
     """Single-thread time estimate of an (M, K) @ (K, N) product: the tiles, padding included, and packing b."""
     return (round_up(M, MR) * round_up(N, NC) * K * MULTIPLY_ADD_NS + K * round_up(N, NC) * COPY_NS) / 1000
@@ -317,7 +306,7 @@ def bmm(a, b):
     (a few rows of a against a wide weight b, as when generating text), it computes that
     instead, the kernel writing into the transposed view of the output (no copy).
     """
-    _check_pair(a, b, 3, 3)
+    check_matmul_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
     return _bmm_checked(a, b)
@@ -349,24 +338,10 @@ def _bmm_checked(a, b):
     return out
 
 
-def bmm_ref(a, b):
-    """Reference for `bmm`: NumPy's stacked matmul."""
-    _check_pair(a, b, 3, 3)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
-    return np.matmul(a, b)
-
-
 def gemm(a, b):
     """2-D product with the handwritten Numba GEMM: a (M, K) @ b (K, N) -> (M, N)."""
-    _check_pair(a, b, 2, 2)
+    check_matmul_pair(a, b, 2, 2)
     return bmm(a[None], b[None])[0]
-
-
-def gemm_ref(a, b):
-    """Reference for `gemm`: NumPy's matmul."""
-    _check_pair(a, b, 2, 2)
-    return np.matmul(a, b)
 
 
 # OpenBLAS runs a product on one thread when M * N * K is at most this (65536 times its
@@ -440,17 +415,6 @@ def uses_numba_gemm(a_shape, b_shape):
     return batch * M * N * K >= BATCH_MIN_WORK
 
 
-def _check_matmul(a, b):
-    """Check the operands of `matmul`; return their broadcast batch dims."""
-    _check_pair(a, b, None, None)
-    if a.ndim <= 2 and b.ndim <= 2:
-        return ()
-    try:
-        return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(f"a and b must have broadcastable batch dims, got shapes {a.shape} and {b.shape}.") from None
-
-
 def matmul(a, b):
     """a @ b with np.matmul's semantics (1-D, 2-D, batched, broadcast batch dims), dtype kept.
 
@@ -458,7 +422,7 @@ def matmul(a, b):
     or NumPy's BLAS according to `uses_numba_gemm`, whose docstring gives the measured
     reasons; either way the result equals np.matmul(a, b) up to rounding.
     """
-    batch = _check_matmul(a, b)
+    batch = check_matmul(a, b)
     if not uses_numba_gemm(a.shape, b.shape):
         return np.matmul(a, b)
     if a.ndim == 2 and b.ndim == 2:  # the linear layers: no batch to stack
@@ -475,7 +439,3 @@ def _stacked(x, batch):
     return x.reshape((math.prod(batch),) + x.shape[-2:])
 
 
-def matmul_ref(a, b):
-    """Reference for `matmul`: np.matmul."""
-    _check_matmul(a, b)
-    return np.matmul(a, b)
