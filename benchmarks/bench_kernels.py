@@ -14,7 +14,7 @@ bigger one (B=8, T=256, C=384, nh=6, V=65), it prints:
    np.matmul's GFLOP/s;
 3. one transformer block, forward and backward, with its products done by np.matmul
    and by the dispatcher (each in a fresh process): the measurement behind the
-   dispatch rule, see `kernels.uses_numba_gemm`;
+   dispatch rule, see `kernels.tuning.dispatch.uses_numba_gemm`;
 4. start-up: a fresh process until its first kernel call returns, with an empty Numba
    cache (cold: compiles) and again with the cache filled (warm).
 
@@ -22,7 +22,7 @@ Times are medians of several repeats after a warm-up, float32 (the training dtyp
 Numba's threads are pinned (OMP_PROC_BIND=true, unless set otherwise): between the
 pauses below the worker thread falls asleep, and woken on the main thread's core it
 would make single calls 4-7x slower, which a training step does not see (see
-tinygrad_gpt/kernels/__init__.py).
+tinygrad_gpt/kernels/tuning/threads.py).
 Kernel and reference (and, for the products, the dispatcher) are timed in three rounds
 of alternating blocks, each block at least 20 ms of calls and after a 0.12 s pause:
 after a multithreaded BLAS call OpenBLAS keeps a thread spinning for ~0.1 s, which
@@ -54,9 +54,10 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing
 
 import numpy as np  # noqa: E402
 
+import tinygrad_gpt  # noqa: E402
 from tinygrad_gpt.kernels import fast as K  # noqa: E402
 from tinygrad_gpt.kernels import reference as R  # noqa: E402
-from tinygrad_gpt.kernels._target import TILE_SHAPES, vector_isa  # noqa: E402
+from tinygrad_gpt.kernels.tuning.target import TILE_SHAPES, vector_isa  # noqa: E402
 
 CONFIGS = {
     "baby": dict(B=12, T=64, C=128, nh=4, V=65),
@@ -376,6 +377,7 @@ def run_startup():
 
 
 def main():
+    tinygrad_gpt.tune_process()  # as a training program does, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)  # see AVX2_FEATURES
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test, noisier)")
     parser.add_argument("--emulate-avx2", action="store_true",

@@ -15,11 +15,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tinygrad_gpt  # noqa: E402
 from tinygrad_gpt.tokenizers import CharTokenizer  # noqa: E402
 from tinygrad_gpt.train import load_model  # noqa: E402
 
 
 def main():
+    tinygrad_gpt.tune_process()  # the process-wide settings for speed, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", help="a checkpoint written by training (ckpt_best.npz or ckpt_last.npz)")
     parser.add_argument("--prompt", default="\n")

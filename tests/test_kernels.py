@@ -31,8 +31,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from tinygrad_gpt.kernels import attention, reference as R
+from tinygrad_gpt.kernels import attention, gemm
 from tinygrad_gpt.kernels import fast as K
+from tinygrad_gpt.kernels import reference as R
+from tinygrad_gpt.kernels.tuning import dispatch, target
 from tinygrad_gpt.kernels._vecmath import fast_exp
 from tinygrad_gpt.kernels.gelu import normal_cdf
 
@@ -502,11 +504,8 @@ def test_matmul_dispatcher_equals_np_matmul(a_shape, b_shape, dtype):
 
 
 def test_matmul_dispatch_rule(monkeypatch):
-    import importlib
-
-    matmul_module = importlib.import_module("tinygrad_gpt.kernels.gemm")  # K.matmul is the function
     monkeypatch.delenv("TINYGPT_MATMUL", raising=False)
-    monkeypatch.setattr(matmul_module, "RULE_MEASURED", True)  # the rule on an AVX-512 or AVX2 CPU
+    monkeypatch.setattr(dispatch, "RULE_MEASURED", True)  # the rule on an AVX-512 or AVX2 CPU
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
     assert K.uses_numba_gemm((64, 64), (64, 65))
     assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
@@ -520,7 +519,7 @@ def test_matmul_dispatch_rule(monkeypatch):
     monkeypatch.setenv("TINYGPT_MATMUL", "numba")
     assert K.uses_numba_gemm((48, 64, 32), (48, 32, 64))
     assert not K.uses_numba_gemm((5,), (5, 300))
-    monkeypatch.setattr(matmul_module, "RULE_MEASURED", False)  # ARM and others: BLAS unless forced
+    monkeypatch.setattr(dispatch, "RULE_MEASURED", False)  # ARM and others: BLAS unless forced
     assert K.uses_numba_gemm((768, 128), (128, 384))
     monkeypatch.delenv("TINYGPT_MATMUL")
     assert not K.uses_numba_gemm((768, 128), (128, 384))
@@ -528,17 +527,16 @@ def test_matmul_dispatch_rule(monkeypatch):
 
 
 def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
-    from tinygrad_gpt.kernels import _target
 
     for features, isa in [("+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw", "avx2"),
                           ("+avx2,+fma,+avx512f,+avx512bw", "avx512"),
                           ("+avx,-avx2,+fma", "other"),  # AVX without AVX2
                           ("+neon,+fp-armv8", "other"),
                           ("", "other")]:  # what Numba uses when LLVM cannot tell
-        assert _target.vector_isa(features) == isa, features
-    assert "avx" in _target.compiled_features() or _target.vector_isa() == "other"  # a real features string
+        assert target.vector_isa(features) == isa, features
+    assert "avx" in target.compiled_features() or target.vector_isa() == "other"  # a real features string
     monkeypatch.setattr(_target, "compiled_features", lambda: "+avx,+avx2,+fma,-avx512f")
-    assert _target.vector_isa() == "avx2"
+    assert target.vector_isa() == "avx2"
 
 
 @settings(deadline=None, max_examples=EXAMPLES)
@@ -601,10 +599,7 @@ def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
 def test_gemm_task_shapes():
     # (prepack, blocks_per_task, panels_per_task) for a (P, M, K) @ b with n_panels panels
     # of b; a block is MR rows (4 with AVX-512, 6 with AVX2: 768 rows are 192 or 128 blocks).
-    import importlib
-
-    matmul_module = importlib.import_module("tinygrad_gpt.kernels.gemm")
-    task_shape, blocks = matmul_module._task_shape, 768 // matmul_module.MR
+    task_shape, blocks = gemm._task_shape, 768 // gemm.MR
     a = np.zeros((1, 768, 65), np.float32)  # the baby GPT's lm_head dY @ W
     assert task_shape(a, 2, 2) == (False, blocks, 1)  # a task per panel, all rows
     assert task_shape(a, 1, 2) == (False, blocks // 2, 1)  # one panel: rows in two groups
@@ -612,10 +607,10 @@ def test_gemm_task_shapes():
     assert task_shape(a, 8, 2) == (False, blocks, 1)
     assert task_shape(a, 1, 1) == (False, blocks, 1)  # one thread: no split
     wide = np.zeros((1, 1536, 2048), np.float32)
-    prepacked = (True, matmul_module.BLOCKS_PER_TASK, 1)
+    prepacked = (True, gemm.BLOCKS_PER_TASK, 1)
     assert task_shape(np.swapaxes(wide, 1, 2)[:, :1536], 6, 2) == prepacked  # transposed a, many rows: pack first
     assert task_shape(wide, 6, 2) == (False, 2 * blocks, 1)  # the same rows contiguous
-    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, -(-64 // matmul_module.MR), 1)  # a task per matrix
+    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, -(-64 // gemm.MR), 1)  # a task per matrix
 
 
 def test_gemm_of_empty_and_unit_shapes():
@@ -649,11 +644,8 @@ def test_gemm_on_two_threads(monkeypatch, p, m, k, n, transpose_a, prepack_min_r
     # other; with the line at 0 us they run on two, so a task writing outside its own
     # tiles would show. PREPACK_MIN_ROWS is lowered from 512 in some cases so that small
     # shapes take that path too.
-    import importlib
-
-    matmul_module = importlib.import_module("tinygrad_gpt.kernels.gemm")  # K.matmul is the function
-    monkeypatch.setattr(matmul_module, "GEMM_PARALLEL_MIN_US", 0.0)
-    monkeypatch.setattr(matmul_module, "PREPACK_MIN_ROWS", prepack_min_rows)
+    monkeypatch.setattr(gemm, "GEMM_PARALLEL_MIN_US", 0.0)
+    monkeypatch.setattr(gemm, "PREPACK_MIN_ROWS", prepack_min_rows)
     rng = np.random.default_rng(m + n + p)
     a, b = rand(rng, (p, m, k), np.float64), rand(rng, (p, k, n), np.float64)
     if transpose_a:

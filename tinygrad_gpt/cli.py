@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 
+from .kernels.tuning import tune_process
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
 
@@ -179,6 +180,7 @@ def run_sample(args):
 
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
+    tune_process()  # the process-wide settings for speed, before any kernel runs
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     try:
         return run_train(args) if args.command == "train" else run_sample(args)

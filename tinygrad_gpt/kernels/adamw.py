@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_adamw_step
-from ._threads import threads_for
+from .tuning.threads import threads_for
 
 # Single-thread cost per element (float32, reference machine), for `threads_for` of the parameter.
 STEP_NS = 0.22

@@ -29,12 +29,12 @@ backward one per (batch, head), because dk and dv sum over all of the head's que
 import numpy as np
 from numba import njit, prange
 
-from ._aligned import aligned_empty
 from ._checks import check_attention_backward, check_attention_forward
-from ._threads import threads_for
 from ._vecmath import fast_exp, row_dot, row_max, row_sum
 from .gemm import MR, NC, matmul, pack_panels, pack_rows, round_up, tile_product
 from .softmax import softmax_backward, softmax_forward
+from .tuning.aligned import aligned_empty
+from .tuning.threads import threads_for
 
 # Single-thread cost per element of one (Tq, Tk, hs) block, summed over heads (float32,
 # reference machine), for `threads_for`.

@@ -19,14 +19,14 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_cross_entropy_logits, check_shape, cross_entropy_scale
-from ._threads import PARALLEL_MIN_US
 from ._vecmath import fast_exp, row_max, row_sum
+from .tuning.threads import PARALLEL_MIN_US
 
 
 ROWS_PER_TASK = 64  # rows per parallel task; the task's scratch row is reused across them
 
 # Single-thread cost per element (float32, reference machine), to choose between the
-# serial and the parallel kernel (see _threads.py for why small calls stay on one thread).
+# serial and the parallel kernel (see tuning/threads.py for why small calls stay on one thread).
 FORWARD_NS = 0.3
 BACKWARD_NS = 0.2
 

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_embedding_backward
-from ._threads import threads_for
+from .tuning.threads import threads_for
 
 COLS_PER_TASK = 16  # width of the column block one task owns (one 512-bit vector of float32)
 

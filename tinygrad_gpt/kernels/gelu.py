@@ -19,9 +19,9 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_gelu_backward, check_gelu_forward
-from ._threads import threads_for
 from ._vecmath import fast_exp
 from .reference import CUBIC, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI  # the formulas' constants, defined once
+from .tuning.threads import threads_for
 
 
 # Single-thread cost per element (float32, reference machine), for `threads_for`. Measured

@@ -18,8 +18,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_layernorm_backward, check_layernorm_forward
-from ._threads import threads_for
 from ._vecmath import row_dot, row_sum
+from .tuning.threads import threads_for
 
 # Rows per parallel task in the backward. dweight and dbias are sums over all N = B * T
 # rows; each task sums its block of rows into its own partial row, and the partial rows

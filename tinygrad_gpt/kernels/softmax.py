@@ -21,8 +21,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_softmax_backward, check_softmax_forward
-from ._threads import threads_for
 from ._vecmath import fast_exp, row_dot, row_max, row_sum
+from .tuning.threads import threads_for
 
 # Single-thread cost per element (float32, reference machine), for `threads_for`.
 FORWARD_NS = 0.9
