@@ -527,7 +527,6 @@ def test_matmul_dispatch_rule(monkeypatch):
 
 
 def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
-
     for features, isa in [("+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw", "avx2"),
                           ("+avx2,+fma,+avx512f,+avx512bw", "avx512"),
                           ("+avx,-avx2,+fma", "other"),  # AVX without AVX2
@@ -535,7 +534,7 @@ def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
                           ("", "other")]:  # what Numba uses when LLVM cannot tell
         assert target.vector_isa(features) == isa, features
     assert "avx" in target.compiled_features() or target.vector_isa() == "other"  # a real features string
-    monkeypatch.setattr(_target, "compiled_features", lambda: "+avx,+avx2,+fma,-avx512f")
+    monkeypatch.setattr(target, "compiled_features", lambda: "+avx,+avx2,+fma,-avx512f")
     assert target.vector_isa() == "avx2"
 
 
