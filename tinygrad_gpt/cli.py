@@ -37,6 +37,7 @@ import sys
 
 import numpy as np
 
+from .kernels.tuning import tune_process
 from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
@@ -383,6 +384,7 @@ COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "ser
 
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
+    tune_process()  # the process-wide settings for speed, before any kernel runs
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     return exit_status(lambda: COMMANDS[args.command](args))
 
