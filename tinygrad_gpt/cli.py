@@ -164,6 +164,7 @@ def build_parser():
                                  default=default, help=f"{help_text} (default: {default})")
     eval_parser.add_argument("--report", metavar="OUT_JSON",
                              help="write every example's per-choice log-likelihoods here as JSON")
+    commands.metavar = "{" + ",".join(commands.choices) + "}"  # every command, in the order added
     return parser
 
 
