@@ -27,7 +27,8 @@ from train_shakespeare_char import BABY_GPT  # noqa: E402
 
 from tinygrad_gpt.data import TextDataset, load_text  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
-from tinygrad_gpt.train import Progress, TrainConfig, train  # noqa: E402
+from tinygrad_gpt.progress import Progress  # noqa: E402
+from tinygrad_gpt.train import TrainConfig, train  # noqa: E402
 
 try:
     import torch
