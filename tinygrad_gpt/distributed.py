@@ -127,9 +127,9 @@ class World:
         """The average of a float over the ranks."""
         return float(value)
 
-    def any(self, flag):
-        """True on every rank if `flag` is true on any rank."""
-        return bool(flag)
+    def max(self, value):
+        """The largest of an integer over the ranks."""
+        return int(value)
 
     def check_same_arguments(self, argv):
         """Raise ValueError on every rank if the ranks were started with different arguments."""
@@ -179,8 +179,8 @@ class MPIWorld(World):
         total = self.allreduce_sum_(np.array([value], dtype=np.float64))
         return float(total[0]) / self.size
 
-    def any(self, flag):
-        return bool(self.allreduce_sum_(np.array([int(bool(flag))], dtype=np.int64))[0])
+    def max(self, value):
+        return self.comm.allreduce(int(value), op=self.MPI.MAX)
 
     def check_same_arguments(self, argv):
         everyone = self.comm.allgather(list(argv))
@@ -356,7 +356,11 @@ class DataParallel:
             raise ValueError(f"--zero must be 0 (off) or 1 (shard the optimizer state), got {zero_stage!r}")
         self.world, self.model = world, model
         self.params = model.parameters()
-        self.optimizer = ZeroAdamW(optimizer.param_groups, world) if zero_stage == 1 else optimizer
+        if zero_stage == 1:  # shard the AdamW given (its state too: it may come from a checkpoint)
+            sharded = ZeroAdamW(optimizer.param_groups, world)
+            sharded.load_state_dict(optimizer.state_dict())
+            optimizer = sharded
+        self.optimizer = optimizer
         self.zero_stage = zero_stage
         self._layout = FlatLayout(self.params, world.size)
         self._grads = self._layout.empty() if world.size > 1 and zero_stage == 0 else None
@@ -491,3 +495,53 @@ class ZeroAdamW(Optimizer):
                 flat[layout.offsets[i]:layout.offsets[i + 1]] = array.reshape(-1)
             shard[...] = flat[lo:hi]
         self.step_count = int(state["step"])
+
+
+class ShardedBatches:
+    """A rank's view of the training batches: every rank draws the global batch from the
+    same generator, then keeps its own rows. Everything else is the wrapped batches'."""
+
+    def __init__(self, batches, world):
+        self.batches, self.world = batches, world
+
+    def __getattr__(self, name):  # splits, vocab_size, block_size, tokenizer, task, ...
+        return getattr(self.batches, name)
+
+    def get(self, split, generator):
+        return shard_rows(self.world, *self.batches.get(split, generator))  # (B/N, T) each
+
+
+class DataParallelHooks:
+    """The training loop's hooks (train.Hooks) for one rank of N.
+
+    `prepare` checks that the batch splits evenly, shards the batches (and with
+    zero_stage 1 the optimizer) and starts every rank from rank 0's weights; the
+    step's loss and the eval losses are averaged over the ranks, so every rank
+    takes the same decisions; `step` averages, clips and updates; a stop signal
+    received by any rank stops them all at the same iteration. Only rank 0 writes.
+    """
+
+    def __init__(self, world, zero_stage=0):
+        self.world, self.zero_stage = world, zero_stage
+        self.is_writer = world.is_main
+        self.parallel = None
+
+    def prepare(self, config, batches, model, optimizer):
+        check_batch_split(config.batch_size, self.world.size, config.gradient_accumulation_steps)
+        self.parallel = DataParallel(self.world, model, optimizer, self.zero_stage)
+        self.parallel.broadcast_parameters()
+        split_dropout_streams(self.world)
+        return (ShardedBatches(batches, self.world) if self.world.size > 1 else batches), self.parallel.optimizer
+
+    def step(self, model, optimizer, grad_clip):
+        self.parallel.step(grad_clip)
+
+    def reduce_loss(self, loss):
+        return self.world.mean(loss)
+
+    def reduce_losses(self, losses):
+        return {split: self.world.mean(value) for split, value in losses.items()}
+
+    def stop_signal(self, received):
+        """The signal any rank received (the largest number, if several), or None."""
+        return self.world.max(received or 0) or None
