@@ -241,3 +241,173 @@ def test_without_mpi4py_a_rank_of_two_says_what_to_install(tmp_path):
     status, out, err = run_job([sys.executable, "-c", code], tmp_path, env=_child_env(PMI_SIZE="2", PMI_RANK="0"))
     assert status == 0, err
     assert "one of 2 MPI ranks" in out and "pip install 'tinygrad_gpt[mpi]'" in out
+
+
+# ---- the real command: mpiexec -n 2 tinygpt train ------------------------------------------------------
+
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 20  # 900 characters, 29 distinct
+TINY = ["--n_layer", "1", "--n_embd", "16", "--n_head", "2", "--block_size", "8", "--eval_iters", "2",
+        "--eval_interval", "3", "--sample_tokens", "0", "--learning_rate", "1e-2", "--log_interval", "1"]
+TINYGPT = [sys.executable, "-m", "tinygrad_gpt"]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def history(out_dir):
+    """history.csv as a (rows, 4) float array: iter, step loss, train and val estimates (NaN where empty)."""
+    lines = (Path(out_dir) / "history.csv").read_text().splitlines()
+    columns = lines[0].split(",")
+    rows = [dict(zip(columns, line.split(","))) for line in lines[1:]]
+    return np.array([[float(row[c]) if row[c] else np.nan for c in ("iter", "loss", "train", "val")] for row in rows])
+
+
+def train_run(tmp_path, name, ranks, *flags, data):
+    """Train in tmp_path/name with `ranks` MPI ranks (0: one plain process); (status, stdout, stderr)."""
+    argv = [*TINYGPT, "train", "--data", str(data), "--out_dir", str(tmp_path / name), *TINY, *flags]
+    return mpi_run(ranks, argv, tmp_path) if ranks else run_job(argv, tmp_path)
+
+
+# float32 tolerance for whole runs: a loss is a mean over 64 tokens that two ranks (or two
+# micro-batches) add up as two halves, so it moves by a few float32 ulps (6e-8 relative);
+# six AdamW steps at lr 1e-2 carry such differences forward without blowing them up
+# (observed: 1e-7). 1e-5 leaves room for other machines' summation orders and SIMD widths.
+RUN_RTOL = 1e-5
+
+
+def test_two_ranks_train_like_one_process_and_like_gradient_accumulation(tmp_path, text_file):
+    runs = {"single": (0, []), "accumulated": (0, ["--gradient_accumulation_steps", "2"]),
+            "ranks": (2, []), "ranks_zero": (2, ["--zero", "1", "--gradient_accumulation_steps", "2"])}
+    outputs = {}
+    for name, (ranks, flags) in runs.items():
+        status, outputs[name], err = train_run(tmp_path, name, ranks, "--batch_size", "8", "--max_iters", "6",
+                                               *flags, data=text_file)
+        assert status == 0, err
+    expected = history(tmp_path / "single")
+    assert len(expected) == 6 + 3  # six steps, three evaluations
+    for name in ("accumulated", "ranks", "ranks_zero"):
+        np.testing.assert_allclose(history(tmp_path / name), expected, rtol=RUN_RTOL, err_msg=name)
+    for name in ("ranks", "ranks_zero"):  # rank 0 alone logs: every line once
+        assert outputs[name].count("step 3: train loss") == 1, outputs[name]
+        assert outputs[name].count("iter 6/6") == 1, outputs[name]
+
+
+def test_a_run_resumes_on_any_number_of_ranks(tmp_path, text_file):
+    common = ["--batch_size", "8", "--seed", "7"]
+    assert train_run(tmp_path, "straight", 0, *common, "--max_iters", "6", data=text_file)[0] == 0
+    # three steps on 2 ranks, then three more in one process; and the other way round, with ZeRO-1
+    for name, first, second in (("two_then_one", 2, 0), ("one_then_two", 0, 2)):
+        status, _, err = train_run(tmp_path, name, first, *common, "--max_iters", "3", data=text_file)
+        assert status == 0, err
+        status, out, err = train_run(tmp_path, name, second, "--resume", "--max_iters", "6", "--zero", "1",
+                                     data=text_file)
+        assert status == 0, err
+        assert "resuming from" in out
+        np.testing.assert_allclose(history(tmp_path / name), history(tmp_path / "straight"), rtol=RUN_RTOL,
+                                   err_msg=name)
+
+
+def assert_one_line_error(status, err, *fragments):
+    assert status == 2, err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("tinygpt: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_one_line_from_the_job(tmp_path, text_file):
+    status, _, err = train_run(tmp_path, "out", 2, "--batch_size", "6", "--gradient_accumulation_steps", "2",
+                               data=text_file)
+    assert_one_line_error(status, err, "--batch_size 6", "2 x 2 = 4")
+    assert not (tmp_path / "out" / "ckpt_last.npz").exists()
+
+
+def test_a_missing_data_file_seen_by_every_rank_is_one_line(tmp_path):
+    status, _, err = train_run(tmp_path, "out", 2, data=tmp_path / "missing.txt")
+    assert_one_line_error(status, err, "missing.txt")
+
+
+def test_ranks_started_with_different_flags_are_one_line(tmp_path, text_file):
+    base = [*TINYGPT, "train", "--data", str(text_file), "--out_dir", str(tmp_path / "out"), *TINY]
+    mpiexec = find_mpiexec()
+    status, _, err = run_job([mpiexec, "-n", "1", *base, "--batch_size", "8", ":",
+                              "-n", "1", *base, "--batch_size", "16"], tmp_path)
+    assert_one_line_error(status, err, "rank 1", "--batch_size 16", "--batch_size 8", "same command")
+
+
+def test_without_mpi4py_every_rank_stops_with_one_line_naming_the_install(tmp_path, text_file):
+    code = ("import sys; sys.modules['mpi4py'] = None\n"  # import mpi4py now raises ImportError
+            "from tinygrad_gpt.cli import main\nsys.exit(main())")
+    status, _, err = mpi_run(2, [sys.executable, "-c", code, "train", "--data", str(text_file), *TINY], tmp_path)
+    assert_one_line_error(status, err, "2 MPI ranks", "pip install 'tinygrad_gpt[mpi]'")
+
+
+def test_a_rank_failing_alone_ends_the_job_with_its_message(tmp_path):
+    code = ("import sys, numpy as np\nfrom tinygrad_gpt import distributed\n"
+            "world = distributed.init_world()\n"
+            "if world.rank == 1:\n    sys.exit(world.fail(2, 'tinygpt: error: the disk of rank 1 is full'))\n"
+            "world.allreduce_sum_(np.zeros(3))  # rank 0 waits here for a rank that never comes\n")
+    status, _, err = mpi_run(2, [sys.executable, "-c", code], tmp_path, timeout=120)
+    assert status == 2, err
+    assert err.count("the disk of rank 1 is full") == 1 and "on rank 1 of 2" in err, err
+
+
+def _descendants_with_rank(root_pid, rank):
+    """Pids under root_pid (by parent links in /proc) whose environment says PMI_RANK=rank."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found = []
+    for pid in parents:
+        ancestor = pid
+        while ancestor in parents and ancestor != root_pid:
+            ancestor = parents[ancestor]
+        if ancestor == root_pid and pid != root_pid:
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"PMI_RANK={rank}".encode() in environ and b"PMI_SIZE=2" in environ:
+                found.append(pid)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_rank_killed_with_sigkill_ends_the_job_and_the_last_checkpoint_loads(tmp_path, text_file):
+    import time
+
+    from tinygrad_gpt.training_state import load_model
+
+    out = tmp_path / "out"
+    argv = [find_mpiexec(), "-n", "2", *TINYGPT, "train", "--data", str(text_file), "--out_dir", str(out), *TINY,
+            "--batch_size", "8", "--max_iters", "100000", "--eval_interval", "2"]
+    job = subprocess.Popen(argv, cwd=tmp_path, env=_child_env(), text=True, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / "ckpt_last.npz").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        assert (out / "ckpt_last.npz").exists(), job.communicate(timeout=10)
+        victims = _descendants_with_rank(job.pid, 1)
+        assert len(victims) == 1, victims
+        os.kill(victims[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        out_text, err = job.communicate(timeout=60)
+        assert time.monotonic() - killed_at < 30, "the job outlived its killed rank by 30 s"
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
+    assert job.returncode != 0
+    # The launcher names what happened (MPICH's mpiexec on stdout: "BAD TERMINATION ... Killed (signal 9)").
+    assert "signal 9" in out_text + err, out_text + err
+    model, metadata, _ = load_model(str(out / "ckpt_last.npz"))
+    assert metadata["iter_num"] % 2 == 0 and model.get_num_params() > 0
