@@ -411,3 +411,30 @@ def test_a_rank_killed_with_sigkill_ends_the_job_and_the_last_checkpoint_loads(t
     assert "signal 9" in out_text + err, out_text + err
     model, metadata, _ = load_model(str(out / "ckpt_last.npz"))
     assert metadata["iter_num"] % 2 == 0 and model.get_num_params() > 0
+
+
+def test_ctrl_c_stops_every_rank_at_the_same_step_with_one_message(tmp_path, text_file):
+    import time
+
+    from tinygrad_gpt.training_state import load_model
+
+    out = tmp_path / "out"
+    argv = [find_mpiexec(), "-n", "2", *TINYGPT, "train", "--data", str(text_file), "--out_dir", str(out), *TINY,
+            "--batch_size", "8", "--max_iters", "100000", "--eval_interval", "50"]
+    job = subprocess.Popen(argv, cwd=tmp_path, env=_child_env(), text=True, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / "ckpt_last.npz").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        job.send_signal(signal.SIGINT)  # mpiexec passes it on to every rank
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
+    assert job.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("tinygpt:")]
+    assert len(lines) == 1 and "SIGINT received" in lines[0], err
+    _, metadata, _ = load_model(str(out / "ckpt_last.npz"))
+    assert f"stopped at iteration {metadata['iter_num']} " in lines[0]
