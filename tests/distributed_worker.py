@@ -54,11 +54,9 @@ def main():
         losses.append(world.mean(loss.item()))
 
     state = parallel.optimizer.state_dict()  # collective under ZeRO: every rank calls it
-    memory = np.array([sum(m.nbytes + v.nbytes for m, v in zip(np.atleast_1d(parallel.optimizer.exp_avg),
-                                                                  np.atleast_1d(parallel.optimizer.exp_avg_sq)))
-                       if args.zero else sum(m.nbytes + v.nbytes for m, v in zip(parallel.optimizer.exp_avg,
-                                                                                 parallel.optimizer.exp_avg_sq))],
-                      dtype=np.int64)
+    optimizer = parallel.optimizer  # AdamW keeps a list of per-parameter moments, ZeroAdamW one flat shard each
+    moments = [optimizer.exp_avg, optimizer.exp_avg_sq] if args.zero else optimizer.exp_avg + optimizer.exp_avg_sq
+    memory = np.array([sum(m.nbytes for m in moments)], dtype=np.int64)
     memory_per_rank = np.zeros(world.size, dtype=np.int64)
     world.allgather(memory, memory_per_rank)
     if world.is_main:

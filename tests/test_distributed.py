@@ -438,3 +438,15 @@ def test_ctrl_c_stops_every_rank_at_the_same_step_with_one_message(tmp_path, tex
     assert len(lines) == 1 and "SIGINT received" in lines[0], err
     _, metadata, _ = load_model(str(out / "ckpt_last.npz"))
     assert f"stopped at iteration {metadata['iter_num']} " in lines[0]
+
+
+def test_each_rank_runs_on_its_share_of_the_cores(tmp_path):
+    code = ("import os, numba\nfrom tinygrad_gpt import distributed\nworld = distributed.init_world()\n"
+            "print(world.rank, numba.get_num_threads(), len(os.sched_getaffinity(0)), flush=True)\n")
+    env = {k: v for k, v in _child_env().items() if k != "NUMBA_NUM_THREADS"}
+    status, out, err = mpi_run(2, [sys.executable, "-c", code], tmp_path, env=env)
+    assert status == 0, err
+    rows = sorted(tuple(map(int, line.split())) for line in out.splitlines())
+    assert [rank for rank, *_ in rows] == [0, 1]
+    for _, threads, cores in rows:
+        assert threads == max(1, cores // 2)
