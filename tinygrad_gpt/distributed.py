@@ -139,9 +139,6 @@ class World:
         print(message, file=sys.stderr)
         return status
 
-    def abort(self, status):
-        sys.exit(status)
-
 
 class MPIWorld(World):
     """Rank `rank` of `size` processes started by mpiexec, talking through mpi4py."""
@@ -208,6 +205,7 @@ class MPIWorld(World):
         return statuses[0]
 
     def abort(self, status):
+        """End every rank of the job now, with this exit status."""
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(status)
@@ -348,7 +346,7 @@ class DataParallel:
     zero_stage 0: every rank keeps the whole optimizer; gradients are averaged with
     one Allreduce over a flat buffer, then clipped, then every rank takes the same
     step. zero_stage 1: the optimizer becomes a `ZeroAdamW` (moments sharded).
-    In a single process both run the plain optimizer: nothing is copied.
+    In a single process without ZeRO the step is the plain one: nothing is copied.
     """
 
     def __init__(self, world, model, optimizer, zero_stage=0):
@@ -416,14 +414,14 @@ class ZeroAdamW(Optimizer):
         self._layout = layout = FlatLayout(self._params(), world.size)
         lo, hi = world.rank * layout.shard_size, (world.rank + 1) * layout.shard_size
         self._shard = (lo, hi)
-        # (group, param index, start, stop) of each piece of this rank's shard, in flat coordinates.
+        # (group, start, stop) of each piece of this rank's shard, in flat coordinates.
         self._pieces = []
         i = 0
         for group in self.param_groups:
             for _ in group["params"]:
                 start, stop = max(lo, layout.offsets[i]), min(hi, layout.offsets[i + 1])
                 if start < stop:
-                    self._pieces.append((group, i, int(start), int(stop)))
+                    self._pieces.append((group, int(start), int(stop)))
                 i += 1
         self.exp_avg = np.zeros(layout.shard_size, dtype=layout.dtype)  # (S,)
         self.exp_avg_sq = np.zeros(layout.shard_size, dtype=layout.dtype)  # (S,)
@@ -445,7 +443,7 @@ class ZeroAdamW(Optimizer):
                 g *= g.dtype.type(grad_clip / (total + 1e-6))
         self.step_count += 1
         params = layout.pack_params(self._flat_params)
-        for group, _, start, stop in self._pieces:
+        for group, start, stop in self._pieces:
             beta1, beta2 = group["betas"]
             a, b = start - lo, stop - lo  # the piece within this shard
             kernels.adamw_step(params[start:stop], g[a:b], self.exp_avg[a:b], self.exp_avg_sq[a:b],
