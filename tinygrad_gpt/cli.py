@@ -9,6 +9,7 @@
     tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
     tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
     tinygpt --version
+    mpiexec -n 2 tinygpt train --batch_size 8   # data parallel on 2 MPI ranks (see distributed.py)
 
 Exit status:
 
@@ -37,6 +38,7 @@ import sys
 
 import numpy as np
 
+from . import distributed
 from .kernels.tuning import tune_process
 from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
@@ -48,7 +50,8 @@ class _ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line: `tinygpt: error: ...`."""
 
     def error(self, message):
-        self.exit(2, f"tinygpt: error: {message} (see {self.prog} --help)\n")
+        # Under mpiexec every rank parses the same arguments (main checks), so rank 0 alone says what is wrong.
+        self.exit(2, f"tinygpt: error: {message} (see {self.prog} --help)\n" if distributed.is_main_process() else None)
 
 
 def _bool(text):
@@ -97,6 +100,8 @@ def build_parser():
     train_parser.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
                               help="fine-tune the GPT-2 of a Hugging Face directory (its shape and tokenizer; "
                                    "--block_size crops its positions) instead of a new model")
+    train_parser.add_argument("--zero", type=int, choices=(0, 1), default=0,
+                              help="1: shard the AdamW state over the MPI ranks (ZeRO stage 1; default: 0, off)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
@@ -219,6 +224,9 @@ def _fine_tuning_run(config, explicit, directory):
 
 def run_train(args):
     config, explicit = train_config(args)
+    world = distributed.init_world()
+    # Under mpiexec -n N, data parallel over the N ranks (see distributed.py).
+    hooks = distributed.DataParallelHooks(world, zero_stage=args.zero) if world.size > 1 or args.zero else None
     model = batches = None
     if args.init_from and args.resume:
         raise ValueError("--resume continues from OUT_DIR/ckpt_last.npz, which already holds the fine-tuned "
@@ -227,7 +235,9 @@ def run_train(args):
         config, model, batches = _fine_tuning_run(config, explicit, args.init_from)
     with StopSignals() as stop:
         result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite, progress=Progress(),
-                       stop=stop, model=model, batches=batches)
+                       stop=stop, model=model, batches=batches, hooks=hooks)
+    if not world.is_main:  # rank 0 alone samples and reports
+        return 0
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
@@ -386,6 +396,18 @@ COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "ser
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
     tune_process()  # the process-wide settings for speed, before any kernel runs
+    try:
+        world = distributed.init_world()  # under mpiexec -n N > 1: MPI starts here
+    except distributed.MPIUnavailable as error:  # no way to talk to the other ranks: rank 0 alone says it
+        if distributed.is_main_process():
+            print(f"tinygpt: error: {error}", file=sys.stderr)
+        return 2
+    if not world.is_main:
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints the log, the samples and --help
+    try:
+        world.check_same_arguments(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        return world.fail(2, f"tinygpt: error: {error}")
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     return exit_status(lambda: COMMANDS[args.command](args))
 
@@ -393,26 +415,22 @@ def main(argv=None):
 def exit_status(run, prog="tinygpt", resume_command="tinygpt train --resume --out_dir {out_dir}"):
     """Call `run()` and return its status; what it raises becomes one line on
     stderr and the status of the module docstring. The example scripts use it
-    too, with their own name and the command that resumes them."""
+    too, with their own name and the command that resumes them. Under mpiexec
+    the line is printed once for all ranks (distributed.World.fail)."""
+    fail = distributed.init_world().fail  # (status, message) -> status
     try:
         return run()
     except TrainingInterrupted as stop:
         resume = resume_command.format(out_dir=shlex.quote(stop.out_dir))
-        print(f"{prog}: {stop} (continue with: {resume})", file=sys.stderr)
-        return 128 + stop.signal_number
+        return fail(128 + stop.signal_number, f"{prog}: {stop} (continue with: {resume})")
     except TrainingDiverged as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
+        return fail(1, f"{prog}: error: {error}")
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the checkpoints already written are intact", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return fail(128 + signal.SIGINT, f"{prog}: interrupted; the checkpoints already written are intact")
     except MemoryError as error:
-        print(f"{prog}: error: out of memory ({error}); try a smaller model, batch_size or block_size",
-              file=sys.stderr)
-        return 2
+        return fail(2, f"{prog}: error: out of memory ({error}); try a smaller model, batch_size or block_size")
     except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
+        return fail(2, f"{prog}: error: {error}")
 
 
 if __name__ == "__main__":

@@ -159,19 +159,40 @@ class TrainingDiverged(RuntimeError):
 class Hooks:
     """Where other ways of training plug into the loop; these defaults do nothing.
 
-    Data-parallel training, for instance, averages the gradients over ranks in
-    `after_backward`, the eval losses in `reduce_losses`, and lets only rank 0
-    be the writer of checkpoints and history.
+    Data-parallel training (distributed.DataParallelHooks), for instance, gives
+    each rank its rows of the batch in `prepare`, averages the losses over ranks
+    in `reduce_loss` and `reduce_losses`, the gradients in `step`, agrees on a
+    stop signal in `stop_signal`, and lets only rank 0 be the writer of
+    checkpoints and history.
     """
 
     is_writer = True  # whether this process writes checkpoints and history.csv
 
+    def prepare(self, config, batches, model, optimizer):
+        """The (batches, optimizer) to train with, once the weights and states are set or restored."""
+        return batches, optimizer
+
     def after_backward(self, model):
         """Called with the gradients of one optimizer step, before they are clipped."""
+
+    def step(self, model, optimizer, grad_clip):
+        """Clip the gradients' global norm to grad_clip (0: off) and take the optimizer step."""
+        self.after_backward(model)
+        if grad_clip > 0:
+            clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+    def reduce_loss(self, loss):
+        """The training loss of one step to record and check."""
+        return loss
 
     def reduce_losses(self, losses):
         """The eval losses ({split: mean loss}) to act on."""
         return losses
+
+    def stop_signal(self, received):
+        """The signal number to stop for (or None), given the one this process received."""
+        return received
 
 
 def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite=False,
@@ -213,6 +234,7 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
         if iter_num >= config.max_iters:
             progress.line(f"the run already reached max_iters {config.max_iters}, so there is nothing to train; "
                           f"to train longer, resume with a larger --max_iters (such as {2 * config.max_iters})")
+    batches, optimizer = hooks.prepare(config, batches, model, optimizer)
     start_iter, saved_iter = iter_num, (iter_num if saved else None)  # saved_iter: what ckpt_last.npz holds
     progress.line(_describe_run(config, batches, model))
 
@@ -229,10 +251,12 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
         for name, p in model.named_parameters() if paths else ():
             if not np.isfinite(p.data).all():
                 diverged(f"parameter {name} became NaN or Inf")
+        # Asked of every process: a sharded optimizer (ZeRO-1) gathers its state to the writer here.
+        optimizer_state = optimizer.state_dict() if paths else None
         if not hooks.is_writer:
             return
         for path in paths:
-            save_training_state(path, model, optimizer, dataclasses.asdict(config), batches, iter_num,
+            save_training_state(path, model, optimizer_state, dataclasses.asdict(config), batches, iter_num,
                                 best_val_loss, history, data_rng)
         saved_iter = iter_num if last_path in paths else saved_iter
         write_history(config.out_dir, history)
@@ -257,11 +281,12 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
                 progress.line(f"step {iter_num}: train loss {losses['train']:.4f}, {eval_split} loss "
                               f"{losses[eval_split]:.4f}" + (" (best so far)" if improved else ""))
                 save(*((last_path, best_path) if improved else (last_path,)))
-            if stop is not None and stop.received is not None:
+            received = hooks.stop_signal(stop.received if stop is not None else None)
+            if received is not None:
                 save(last_path)
                 raise TrainingInterrupted(
-                    f"{signal.Signals(stop.received).name} received, so training stopped at iteration {iter_num} "
-                    f"after saving {last_path}", stop.received, config.out_dir)
+                    f"{signal.Signals(received).name} received, so training stopped at iteration {iter_num} "
+                    f"after saving {last_path}", received, config.out_dir)
             if iter_num >= config.max_iters:
                 break
 
@@ -269,14 +294,12 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
                            config.lr_decay_iters) if config.decay_lr else config.learning_rate
             optimizer.set_lr(lr)
             t0 = time.perf_counter()
-            loss_value = compute_grads(model, *batches.get("train", data_rng), config.gradient_accumulation_steps)
+            loss_value = hooks.reduce_loss(
+                compute_grads(model, *batches.get("train", data_rng), config.gradient_accumulation_steps))
             history.append({"iter": iter_num, "loss": loss_value, "lr": lr})
             if not math.isfinite(loss_value):
                 diverged(f"the loss became {loss_value}")
-            hooks.after_backward(model)
-            if config.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            hooks.step(model, optimizer, config.grad_clip)
             step_times.append(time.perf_counter() - t0)
             iter_num += 1
             if iter_num % config.log_interval == 0 or iter_num == config.max_iters:

@@ -30,10 +30,11 @@ from .tokenizers import tokenizer_from_dict
 TRAINING_STATE = ("train_config", "tokenizer", "iter_num", "best_val_loss", "rng_state", "data_rng_state", "history")
 
 
-def save_training_state(path, model, optimizer, train_config, batches, iter_num, best_val_loss, history, data_rng):
-    """Write everything needed to continue the run at `iter_num` to the checkpoint `path`."""
+def save_training_state(path, model, optimizer_state, train_config, batches, iter_num, best_val_loss, history, data_rng):
+    """Write everything needed to continue the run at `iter_num` to the checkpoint `path`
+    (`optimizer_state` is the optimizer's state_dict())."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"optim/{k}": v for k, v in optimizer_state.items()})
     tokenizer = batches.tokenizer
     metadata = {
         "model_config": model.config.to_dict(),
