@@ -250,7 +250,9 @@ def init_world(environ=os.environ):
 def _share_cores(environ):
     """Run each rank's kernels on cores / (ranks on this machine) threads, so N ranks do
     not oversubscribe the cores; a NUMBA_NUM_THREADS the user set is kept."""
-    if "NUMBA_NUM_THREADS" in environ:
+    from . import kernels
+
+    if "NUMBA_NUM_THREADS" in environ or kernels.active() == "reference":  # the reference mode has no Numba
         return
     import numba
 
