@@ -91,9 +91,9 @@ def dropout(x, p=0.5, training=True, generator=None):
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
     """softmax(q @ k^T * scale + mask) @ v for q (B, nh, Tq, hs), k and v (B, nh, Tk, hs).
 
-    With no mask and no dropout this is one fused op. A boolean `attn_mask`
-    (True = may attend, as in PyTorch) or `dropout_p > 0` takes the composed
-    path of elementary ops, which is also the readable definition.
+    With no mask and no dropout this is one fused op (ScaledDotProductAttentionOp).
+    A boolean `attn_mask` (True = may attend, as in PyTorch) or `dropout_p > 0`
+    takes `attention_composed`, built from elementary ops.
     """
     if attn_mask is None and dropout_p == 0:
         return ScaledDotProductAttentionOp.apply(q, k, v, is_causal=is_causal, scale=scale)
@@ -101,18 +101,22 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
 
 
 def attention_composed(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
-    """Attention built from elementary ops: the reference the fused op is tested against."""
+    """Attention built from elementary ops, each with its own backward: the path for a mask or dropout.
+
+    The tests hold it and the fused op to the one attention reference,
+    `kernels.reference.attention_forward` (tests/test_ops.py).
+    """
     Tq, Tk, hs = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / np.sqrt(hs) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
-    allowed = np.ones((Tq, Tk), dtype=bool)
+    allowed = np.ones((Tq, Tk), dtype=bool)  # (Tq, Tk)
     if is_causal:
-        allowed = np.tril(allowed, k=Tk - Tq)  # query i sees keys j <= i + (Tk - Tq)
+        allowed = np.tril(allowed, k=Tk - Tq)  # (Tq, Tk) query i sees keys j <= i + (Tk - Tq)
     if attn_mask is not None:
-        allowed = allowed & _array(attn_mask)
+        allowed = allowed & _array(attn_mask)  # (Tq, Tk)
     scores = scores.masked_fill(~allowed, -np.inf)  # (B, nh, Tq, Tk)
     att = softmax(scores, dim=-1)  # (B, nh, Tq, Tk)
-    att = dropout(att, dropout_p) if dropout_p > 0 else att
+    att = dropout(att, dropout_p) if dropout_p > 0 else att  # (B, nh, Tq, Tk)
     return att @ v  # (B, nh, Tq, hs)
 
 

@@ -212,8 +212,8 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, bias=True, eps=1e-5, dtype=np.float32):
         self.normalized_shape, self.eps = normalized_shape, eps
-        self.weight = Parameter(np.ones(normalized_shape, dtype=dtype))
-        self.bias = Parameter(np.zeros(normalized_shape, dtype=dtype)) if bias else None
+        self.weight = Parameter(np.ones(normalized_shape, dtype=dtype))  # (C,)
+        self.bias = Parameter(np.zeros(normalized_shape, dtype=dtype)) if bias else None  # (C,)
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)

@@ -1,29 +1,37 @@
 """Scaled dot-product attention, forward and backward, fused per (batch, head).
 
-Forward, for one (batch, head) with q (Tq, hs), k and v (Tk, hs):
-    scores = q @ k^T * scale                    (Tq, Tk)
-    att    = softmax(scores) over keys, with the causal rule of `softmax.py`
-             (query i sees key j only if j <= i + (Tk - Tq))
-    y      = att @ v                            (Tq, hs)
-att is returned and cached for the backward (it is needed there, and recomputing it
-costs a matmul and a softmax).
+The formulas are those of `attention_forward` / `attention_backward` in reference.py
+(derived in ops/fused.py, ScaledDotProductAttentionOp.backward):
 
-Backward, given dy (Tq, hs):
-    dv      = att^T @ dy                        (Tk, hs)
-    datt    = dy @ v^T                          (Tq, Tk)
-    dscores = att * (datt - rowsum(datt * att)) (softmax backward)
-    dq      = dscores @ k * scale               (Tq, hs)
-    dk      = dscores^T @ q * scale             (Tk, hs)
+    forward:   scores = q @ k^T * scale,  att = softmax(scores) (causal rule of
+               reference.causal_visible),  y = att @ v
+    backward:  dv = att^T @ dy,  datt = dy @ v^T,  dscores = att * (datt - rowsum(datt * att)),
+               dq = dscores @ k * scale,  dk = dscores^T @ q * scale
+
+Where scale is applied: the forward multiplies each tile of q @ k^T by it as it
+stores the scores; the fused backward folds it into dscores once (dscores * scale,
+then dq = dscores @ k and dk = dscores^T @ q), which is the same product.
+att is returned by the forward and cached for the backward (recomputing it costs a
+matmul and a softmax).
 
 Why fused: the products are done by the GEMM micro-kernel of gemm.py (`tile_product`)
-on blocks of 4 query rows, with the softmax applied in between while the block's scores
-are in cache; with a causal mask the blocks simply stop at the last visible key, so the
-masked half of the scores, of att @ v, and of the four backward products is never
-computed. The NumPy reference computes full products, masks, and runs the softmax as
-five separate array passes.
+on blocks of MR query rows (MR = 4 with AVX-512 and on other CPUs, 6 with AVX2: the
+tile of tuning/target.py), with the softmax applied in between while the block's
+scores are in cache; with a causal mask the blocks stop at the last visible key, so
+the masked half of the scores, of att @ v, and of the four backward products is
+never computed.
 
-Parallel tasks: the forward has one per block of 4 query rows of one (batch, head); the
-backward one per (batch, head), because dk and dv sum over all of the head's queries.
+Which path runs:
+* forward: the fused kernel, except for tiny problems (under SMALL_ATTENTION_WORK
+  multiply-adds, e.g. decoding one token with a KV cache), where np.matmul around the
+  softmax kernel is cheaper than packing;
+* backward: the fused kernel when hs is a multiple of the tile width NC (64 with
+  AVX-512, 16 with AVX2); otherwise the tile's padding wastes work and the same
+  formulas run as `matmul` products around `softmax_backward`
+  (`_attention_backward_composed`; measurements in `attention_backward`).
+
+Parallel tasks: the forward has one per block of MR query rows of one (batch, head);
+the backward one per (batch, head), because dk and dv sum over all of the head's queries.
 """
 
 import numpy as np
@@ -44,7 +52,7 @@ BACKWARD_NS = 0.13
 
 @njit(cache=True)
 def _forward_rows(q, k_panels, v_panels, scale, causal, i0, y, att):
-    """Rows i0 .. i0 + MR - 1 of one (batch, head): fill their rows of y (Tq, hs) and att (Tq, Tk).
+    """Query rows i0 .. i0 + MR - 1 of one (batch, head): fill their rows of y (Tq, hs) and att (Tq, Tk).
 
     q (Tqp, hs) has its rows padded to a multiple of MR; k_panels (., hs, NC) holds k^T
     and v_panels (., Tk, NC) holds v, both cut into panels (see gemm.py).

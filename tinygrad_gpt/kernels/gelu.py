@@ -24,9 +24,9 @@ from .reference import CUBIC, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI  # the fo
 from .tuning.threads import threads_for
 
 
-# Single-thread cost per element (float32, reference machine), for `threads_for`. Measured
-# before the kernels used FMA, which made them 25-40% cheaper (tanh fwd 0.23, bwd 0.34 ns);
-# the old values are kept because they still put the baby GPT's calls on the faster side
+# Per-element costs for `threads_for`, in ns. Not the measured single-thread costs
+# (0.23 fwd, 0.34 bwd with FMA, float32, reference machine) but set higher on purpose,
+# so that the baby GPT's GELU calls run on two threads, which measured faster there
 # (bwd at (768, 512): 112 us on two threads, 135 us on one).
 FORWARD_NS = 0.35
 BACKWARD_NS = 0.5

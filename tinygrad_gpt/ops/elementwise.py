@@ -170,23 +170,34 @@ class ReLUOp(Function):
 
 
 class GELUOp(Function):
-    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
+    """GELU(x) = x * Phi(x), Phi the standard normal CDF, in PyTorch's two forms.
 
-    approximate="none" uses the exact erf form; approximate="tanh" the
-    approximation GPT-2 uses. Both run in the Numba kernel; the derivation of
-    each derivative is written beside `kernels.gelu_backward_ref`.
+    approximate="none" is the exact erf form; approximate="tanh" the approximation
+    GPT-2 uses. The arithmetic is `kernels.gelu_forward` / `gelu_backward`
+    (kernels/reference.py has both forms in NumPy).
     """
 
     def forward(self, x, approximate="none"):
         require_float("gelu", x)
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.x, self.approximate = x, approximate
-        return kernels.gelu_forward(x, approximate)
+        self.x, self.approximate = x, approximate  # the input is all the backward needs
+        return kernels.gelu_forward(x, approximate)  # like x
 
     def backward(self, grad):
-        # y = x * Phi(x)  =>  dy/dx = Phi(x) + x * phi(x)   (phi the normal density).
-        return kernels.gelu_backward(self.x, grad, self.approximate)
+        # "none": y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+        #   Product rule: dy/dx = Phi(x) + x Phi'(x), and Phi' is the normal density
+        #   phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (d erf(z)/dz = 2 exp(-z^2) / sqrt pi, z = x / sqrt 2,
+        #   dz/dx = 1 / sqrt 2, so Phi' = (1/2)(2 / sqrt pi) exp(-x^2 / 2) / sqrt 2). So
+        #     dy/dx = Phi(x) + x phi(x).
+        # "tanh": y = x h(x), h = (1 + tanh u) / 2, u = sqrt(2/pi) (x + 0.044715 x^3).
+        #   Product rule: dy/dx = h + x dh/dx, with d tanh(u)/du = 1 - tanh^2 u and
+        #   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), so
+        #     dy/dx = (1 + tanh u) / 2 + x (1 - tanh^2 u) / 2 * du/dx.
+        #   (The fast kernel writes h = sigmoid(2u), the same function: then
+        #   dh/dx = 2 h (1 - h) du/dx.)
+        # Both: dx = grad * dy/dx, elementwise.
+        return kernels.gelu_backward(self.x, grad, self.approximate)  # like x
 
 
 class MaskedFillOp(Function):

@@ -3,9 +3,10 @@ layer norm, embedding, dropout and causal self-attention.
 
 "Fused" means each is one node in the graph with one handwritten backward,
 instead of a chain of elementary ops. That saves memory (fewer intermediate
-arrays are kept) and time, and the backward formulas are short enough to check
-by hand. The heavy loops run in `kernels`, which has a plain NumPy reference
-of each kernel beside it.
+arrays are kept) and time, and each backward below is derived in full in its
+comment, so it can be checked with pencil and paper. The arithmetic runs in
+`kernels`: kernels/reference.py has it in plain NumPy, and kernels.use("reference")
+runs these ops on it.
 """
 
 import math
@@ -25,31 +26,39 @@ def _move_to_last(x, dim):
 class SoftmaxOp(Function):
     def forward(self, x, dim=-1):
         self.dim = dim = normalize_dim(dim, x.ndim, "softmax")
-        self.y = np.moveaxis(kernels.softmax_forward(_move_to_last(x, dim)), -1, dim)
+        # The output is cached: the backward needs only y, not x.
+        self.y = np.moveaxis(kernels.softmax_forward(_move_to_last(x, dim)), -1, dim)  # (..., n, ...) like x
         return self.y
 
     def backward(self, grad):
-        # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k), so
-        #   dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i).
-        # Two terms: the direct one y_k dy_k, and y_k times the row's weighted mean of dy.
-        dx = kernels.softmax_backward(_move_to_last(self.y, self.dim), _move_to_last(grad, self.dim))
-        return np.moveaxis(dx, -1, self.dim)
+        # Forward: y_i = e^{x_i} / S, S = sum_j e^{x_j}, along `dim`.
+        # Quotient rule: dy_i/dx_k = (delta_ik e^{x_i} S - e^{x_i} e^{x_k}) / S^2
+        #                          = y_i delta_ik - y_i y_k = y_i (delta_ik - y_k).
+        # Chain rule, summing over the outputs i of the row:
+        #   dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k dy_k - y_k sum_i dy_i y_i
+        #        = y_k (dy_k - sum_i dy_i y_i).
+        # Two terms: the direct one y_k dy_k, and y_k times the row's y-weighted mean of dy
+        # (every x_k moves the normaliser S, and through it every output).
+        y, dy = _move_to_last(self.y, self.dim), _move_to_last(grad, self.dim)  # (..., n) views
+        dx = kernels.softmax_backward(y, dy)  # (..., n)
+        return np.moveaxis(dx, -1, self.dim)  # like x
 
 
 class LogSoftmaxOp(Function):
     def forward(self, x, dim=-1):
         self.dim = dim = normalize_dim(dim, x.ndim, "log_softmax")
-        x_max = x.max(axis=dim, keepdims=True)  # subtracted so exp cannot overflow
-        shifted = x - x_max
-        lse = np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
-        self.y = shifted - lse  # log softmax; exp(y) is the softmax the backward needs
+        x_max = x.max(axis=dim, keepdims=True)  # (..., 1, ...) subtracted so exp cannot overflow
+        shifted = x - x_max  # like x
+        lse = np.log(np.exp(shifted).sum(axis=dim, keepdims=True))  # (..., 1, ...)
+        self.y = shifted - lse  # like x: log softmax; exp(y) is the softmax the backward needs
         return self.y
 
     def backward(self, grad):
-        # y_i = x_i - log sum_j e^{x_j}  =>  dy_i/dx_k = delta_ik - softmax_k, so
-        #   dx_k = dy_k - softmax_k * sum_i dy_i.
-        softmax = np.exp(self.y)
-        return grad - softmax * grad.sum(axis=self.dim, keepdims=True)
+        # Forward: y_i = x_i - L, L = log sum_j e^{x_j}.
+        # dL/dx_k = e^{x_k} / sum_j e^{x_j} = softmax_k, so dy_i/dx_k = delta_ik - softmax_k, and
+        #   dx_k = sum_i dy_i (delta_ik - softmax_k) = dy_k - softmax_k sum_i dy_i.
+        softmax = np.exp(self.y)  # like x
+        return grad - softmax * grad.sum(axis=self.dim, keepdims=True)  # like x
 
 
 class CrossEntropyOp(Function):
@@ -76,12 +85,17 @@ class CrossEntropyOp(Function):
             )
         self.logits, self.targets = logits, targets.astype(np.int64)
         self.ignore_index = ignore_index
-        loss, self.lse = kernels.cross_entropy_forward(logits, self.targets, ignore_index)
-        return np.asarray(loss, dtype=logits.dtype)
+        loss, self.lse = kernels.cross_entropy_forward(logits, self.targets, ignore_index)  # (), (N,)
+        return np.asarray(loss, dtype=logits.dtype)  # ()
 
     def backward(self, grad):
-        # loss = -(1/n) sum_rows log softmax(z)_t = (1/n) sum_rows (lse - z_t), so
-        #   dloss/dz_v = (1/n) (softmax(z)_v - [v == t]) on each counted row, 0 on ignored rows.
+        # Forward: loss = (1/n) sum over the n counted rows of nll_r,
+        #   nll_r = -log softmax(z_r)_t = lse_r - z_{r,t},   lse_r = log sum_v e^{z_{r,v}}, t = target of row r.
+        # d lse_r / d z_{r,v} = e^{z_{r,v}} / sum_u e^{z_{r,u}} = softmax(z_r)_v, and
+        # d z_{r,t} / d z_{r,v} = [v == t], so
+        #   d nll_r / d z_{r,v} = softmax(z_r)_v - [v == t]        (probabilities minus the one-hot)
+        #   dz_{r,v} = grad * (1/n) (softmax(z_r)_v - [v == t])   on counted rows; 0 on ignored rows,
+        # which appear in no term of the loss. grad is the upstream gradient of the scalar loss.
         # We cached the per-row log-sum-exp (N,) instead of the softmax (N, V): the
         # kernel recomputes softmax = exp(z - lse) in one pass, saving N*V memory.
         return kernels.cross_entropy_backward(
@@ -98,7 +112,7 @@ class LayerNormOp(Function):
     def forward(self, x, *affine, has_weight=True, has_bias=True, eps=1e-5):
         C = x.shape[-1]
         self.x_shape, self.has_weight, self.has_bias = x.shape, has_weight, has_bias
-        weight = affine[0] if has_weight else np.ones(C, dtype=x.dtype)
+        weight = affine[0] if has_weight else np.ones(C, dtype=x.dtype)  # (C,)
         bias = affine[-1] if has_bias else None
         for name, p in (("weight", weight), ("bias", bias)):
             if p is not None and p.shape != (C,):
@@ -106,19 +120,25 @@ class LayerNormOp(Function):
         self.x = x.reshape(-1, C)  # (N, C)
         self.weight = weight
         # Cache the per-row mean and 1/std (N,) rather than the normalized x (N, C).
-        y, self.mean, self.rstd = kernels.layernorm_forward(self.x, weight, bias, eps)
-        return y.reshape(x.shape)
+        y, self.mean, self.rstd = kernels.layernorm_forward(self.x, weight, bias, eps)  # (N, C), (N,), (N,)
+        return y.reshape(x.shape)  # (..., C)
 
     def backward(self, grad):
-        # xhat = (x - mean) * rstd,  y = weight * xhat + bias. With g = dy * weight:
-        #   dbias   = sum over rows of dy
-        #   dweight = sum over rows of dy * xhat
-        #   dx      = rstd * (g - mean(g) - xhat * mean(g * xhat))
-        # The three terms of dx: the direct path through xhat, the path through the
-        # mean (every x moves it), and the path through the variance.
+        # Forward, per row of C entries: mu = (1/C) sum_j x_j,  var = (1/C) sum_j (x_j - mu)^2,
+        #   r = (var + eps)^(-1/2),  xhat_j = (x_j - mu) r,  y_j = w_j xhat_j + b_j.
+        # Parameters: dy_j/db_j = 1 and dy_j/dw_j = xhat_j, summed over the rows:
+        #   dbias = sum_rows dy,   dweight = sum_rows dy * xhat.
+        # Input: let g_j = dy_j w_j = dL/dxhat_j. xhat_j depends on x_k three ways,
+        #   directly (x_j), through mu, and through r (via var):
+        #   dmu/dx_k = 1/C
+        #   dvar/dx_k = (2/C) sum_j (x_j - mu)(delta_jk - 1/C) = (2/C)(x_k - mu)   (sum_j (x_j - mu) = 0)
+        #   dr/dx_k = -(1/2) (var + eps)^(-3/2) dvar/dx_k = -(r^3 / C)(x_k - mu) = -(r^2 / C) xhat_k
+        #   dxhat_j/dx_k = (delta_jk - 1/C) r + (x_j - mu) dr/dx_k = r (delta_jk - 1/C - xhat_j xhat_k / C)
+        # So dx_k = sum_j g_j dxhat_j/dx_k = r (g_k - mean(g) - xhat_k mean(g * xhat)),
+        # three terms: the direct path, the path through the mean, the path through the variance.
         dy = grad.reshape(self.x.shape)  # (N, C)
-        dx, dweight, dbias = kernels.layernorm_backward(dy, self.x, self.weight, self.mean, self.rstd)
-        grads = (dx.reshape(self.x_shape),)
+        dx, dweight, dbias = kernels.layernorm_backward(dy, self.x, self.weight, self.mean, self.rstd)  # (N, C), (C,), (C,)
+        grads = (dx.reshape(self.x_shape),)  # ((..., C),)
         if self.has_weight:
             grads += (dweight,)
         if self.has_bias:
@@ -143,10 +163,11 @@ class EmbeddingOp(Function):
         return weight[idx]  # (*idx.shape, C)
 
     def backward(self, grad):
-        # y[n] = weight[idx[n]]  =>  row v of dweight is the sum of dy[n] over n with idx[n] = v
+        # Forward: y[n] = weight[idx[n]], so dy[n, c] / dweight[v, c] = [idx[n] == v], and
+        #   dweight[v] = sum over n with idx[n] = v of dy[n]
         # (a scatter-add: a token that appears twice gets both gradients).
         C = grad.shape[-1]
-        return kernels.embedding_backward(self.idx.reshape(-1), grad.reshape(-1, C), self.V)
+        return kernels.embedding_backward(self.idx.reshape(-1), grad.reshape(-1, C), self.V)  # (V, C)
 
 
 class DropoutOp(Function):
@@ -161,13 +182,13 @@ class DropoutOp(Function):
         if not 0 <= p < 1:
             raise ValueError(f"dropout: p must be in [0, 1), got {p}")
         # Draw in float64 whatever x's dtype, so a seed gives the same mask in both.
-        keep = rng.random(x.shape) >= p
-        self.mask = keep * x.dtype.type(1 / (1 - p))  # the backward reuses this mask
-        return x * self.mask
+        keep = rng.random(x.shape) >= p  # like x, booleans
+        self.mask = keep * x.dtype.type(1 / (1 - p))  # like x; the backward reuses this mask
+        return x * self.mask  # like x
 
     def backward(self, grad):
-        # y = x * mask  =>  dy/dx = mask: dropped elements get no gradient.
-        return grad * self.mask
+        # Forward: y = x * mask (mask 0 or 1/(1-p))  =>  dy/dx = mask: dropped elements get no gradient.
+        return grad * self.mask  # like x
 
 
 class ScaledDotProductAttentionOp(Function):
@@ -192,14 +213,22 @@ class ScaledDotProductAttentionOp(Function):
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         self.q, self.k, self.v = q, k, v
         # Cache the attention weights (B, nh, Tq, Tk): recomputing them costs a matmul.
-        y, self.att = kernels.attention_forward(q, k, v, self.scale, is_causal)
-        return y  # (B, nh, Tq, hs)
+        y, self.att = kernels.attention_forward(q, k, v, self.scale, is_causal)  # (B, nh, Tq, hs), (B, nh, Tq, Tk)
+        return y
 
     def backward(self, grad):
-        # s = q k^T * scale,  a = softmax(s) (masked),  y = a v. Backwards through each:
-        #   dv = a^T dy                          (B, nh, Tk, hs)
-        #   da = dy v^T                          (B, nh, Tq, Tk)
-        #   ds = a * (da - rowsum(da * a))       the softmax backward
-        #   dq = ds k * scale,  dk = ds^T q * scale
-        # Masked entries have a = 0, so they pass no gradient.
-        return kernels.attention_backward(grad, self.q, self.k, self.v, self.att, self.scale)
+        # Forward, per (batch, head): s = q k^T * scale (Tq, Tk),  a = softmax(s) over keys
+        # (masked entries -inf, so a = 0 there),  y = a v (Tq, hs). Backwards, one step at a time:
+        # 1. y = a v, a product:  y_id = sum_j a_ij v_jd, so
+        #      dv_jd = sum_i a_ij dy_id       dv = a^T dy              (B, nh, Tk, hs)
+        #      da_ij = sum_d dy_id v_jd       da = dy v^T              (B, nh, Tq, Tk)
+        # 2. a = softmax(s) row by row, the backward of SoftmaxOp:
+        #      ds_ij = a_ij (da_ij - sum_l da_il a_il)                 (B, nh, Tq, Tk)
+        #    Masked entries have a_ij = 0, so ds_ij = 0: they pass no gradient.
+        # 3. s = q k^T * scale, a product times a constant:  s_ij = scale sum_d q_id k_jd, so
+        #      dq_id = scale sum_j ds_ij k_jd    dq = ds k * scale      (B, nh, Tq, hs)
+        #      dk_jd = scale sum_i ds_ij q_id    dk = ds^T q * scale    (B, nh, Tk, hs)
+        # The scale enters only in step 3, once on each of dq and dk (the fast kernel folds
+        # it into ds instead, the same product). The att cached by the forward saves
+        # recomputing step 1's a (a product and a softmax).
+        return kernels.attention_backward(grad, self.q, self.k, self.v, self.att, self.scale)  # like q, k, v
