@@ -24,6 +24,7 @@ import numpy as np
 from ..tensor import Tensor
 from .elementwise import Add, Div, Exp, GELU, Log, MaskedFill, Mul, Neg, Pow, ReLU, Sqrt, Sub, Tanh
 from .matmul import Linear, MatMul
+from .lora import LoRALinear  # noqa: F401  (registers the op; nn.LoRALinear applies it)
 from .nn import (
     CrossEntropy,
     Dropout,
