@@ -7,7 +7,7 @@ import pytest
 
 from tinygrad_gpt import rng
 from tinygrad_gpt.checkpoint import CheckpointError
-from tinygrad_gpt.finetune import (
+from tinygrad_gpt.lora import (
     apply_lora,
     base_fingerprint,
     load_adapter,

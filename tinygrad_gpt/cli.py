@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 
+from .finetune import BASE_MODEL_FIELDS, FINETUNE_DEFAULTS, FinetuneConfig, finetune
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, load_model, train
 
@@ -102,7 +103,68 @@ def build_parser():
                                    default=default, help=f"{help_text} (default: {default})")
     sample_parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                                help="recompute the whole context each step, as nanoGPT (slower)")
+
+    # ---- tinygpt finetune: supervised fine-tuning, in full or with LoRA (finetune.py)
+    finetune_parser = commands.add_parser(
+        "finetune", allow_abbrev=False,
+        help="fine-tune a checkpoint or GPT-2 directory on prompt/completion pairs (JSONL), in full or with LoRA")
+    finetune_parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR")
+    finetune_parser.add_argument("--overwrite", action="store_true",
+                                 help="start a new run even if OUT_DIR already holds checkpoints (they are replaced)")
+    finetune_parser.add_argument("--truncate", action="store_true", default=argparse.SUPPRESS,
+                                 help="cut the start of prompts too long for block_size (default: refuse them)")
+    finetune_parser.add_argument("--merge", action="store_true", default=argparse.SUPPRESS,
+                                 help="with LoRA, also write OUT_DIR/ckpt_merged.npz, the adapters folded into the weights")
+    finetune_help = {
+        "init_from": "a checkpoint (.npz) or a Hugging Face GPT-2 directory (required)",
+        "data": 'JSONL, one {"prompt": ..., "completion": ...} per line (required)',
+        "val_data": "held-out JSONL (default: hold out val_fraction of --data)",
+        "template": "how a prompt is shown to the model; the completion follows it, then the end token "
+                    "(eot_token; the newline for char models). In a shell, write a newline as $'Q: {prompt}\\nA:'",
+        "lora_rank": "train LoRA adapters of this rank instead of every weight",
+        "lora_alpha": "LoRA scale numerator: the update is (alpha / rank) B A (default: the rank)",
+        "lora_targets": "comma-separated Linear layers to adapt, by name or name suffix",
+        "eval_examples": "held-out examples scored by greedy exact match at every evaluation",
+    }
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("truncate", "merge"):
+            continue
+        kind = {"lora_rank": int, "lora_alpha": float, "val_fraction": float, "eval_examples": int}.get(f.name, str)
+        default = f.default if f.default is not None else "none"
+        _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{finetune_help.get(f.name, '')} (default: {default!r})".strip())
+    train_defaults = TrainConfig(**FINETUNE_DEFAULTS)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in BASE_MODEL_FIELDS or f.name in ("data", "sample_tokens"):
+            continue  # the model is the base's; the data is --data
+        default = getattr(train_defaults, f.name)
+        kind = _bool if isinstance(default, bool) else type(default)
+        _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
     return parser
+
+
+def run_finetune(args):
+    """tinygpt finetune: build the settings from the flags and run finetune.finetune."""
+    given = vars(args)
+    train_names = [f.name for f in dataclasses.fields(TrainConfig) if f.name in given]
+    if "max_iters" in given and "lr_decay_iters" not in given:
+        given["lr_decay_iters"] = given["max_iters"]  # the schedule ends with the run, as in nanoGPT's configs
+        train_names.append("lr_decay_iters")
+    train_settings = TrainConfig(**{**FINETUNE_DEFAULTS, **{k: given[k] for k in train_names}})
+    settings = None
+    if not args.resume:
+        settings = FinetuneConfig(**{f.name: given[f.name] for f in dataclasses.fields(FinetuneConfig) if f.name in given})
+    with StopSignals() as stop:
+        result = finetune(settings, train_settings, resume=args.resume, explicit=tuple(train_names),
+                          overwrite=args.overwrite, progress=Progress(), stop=stop)
+    print(f"\nheld-out exact match {result['exact_match']:.1%} | trainable parameters "
+          f"{result['trainable_params']:,} | optimizer state {result['optimizer_bytes'] / 1e6:.3f} MB")
+    print(f"checkpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best held-out loss)")
+    for name in ("adapter", "merged"):
+        if result[name]:
+            print(f"{name}: {result[name]}")
+    return 0
 
 
 def train_config(args):

@@ -20,28 +20,39 @@ character tokenizer has none, so for it the end token is the newline: a char
 model pretrained on text with one sentence per line already knows that a line
 ends there. A completion of a char model therefore cannot contain a newline.
 
-LoRA (`apply_lora`) freezes every weight of the model and wraps the chosen
-projections in `nn.LoRALinear`, whose small matrices lora_A and lora_B are all
-that train; `merge_lora` folds them back into plain Linear layers, and
-`save_adapter` / `load_adapter` store and apply the adapters alone.
+Fine-tuning trains either every weight or, with LoRA (lora.py), only small
+adapters; either way the training loop is train.py's, fed these batches.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .data import IGNORE_INDEX
-from .nn import Linear, LoRALinear
-from .tensor import no_grad
+from .gpt import GPTConfig
+from .lora import (
+    DEFAULT_LORA_TARGETS,
+    apply_lora,
+    lora_config,
+    merge_lora,
+    optimizer_state_bytes,
+    save_adapter,
+    trainable_parameters,
+)
+from .optim import AdamW
+from .progress import Progress
+from .tokenizers import tokenizer_from_dict
+from .train import Hooks, TrainConfig, train
+from .training_state import load_model, load_training_state
+from .validate import check_int, check_number
 
 DEFAULT_TEMPLATE = "Q: {prompt}\nA:"
 PROMPT_FIELD = "{prompt}"
-# The attention and MLP projections of every block (c_proj names both kinds).
-DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
-ADAPTER_FORMAT = "tinygrad_gpt-lora-adapter"
 
 
 # ---- reading the data ---------------------------------------------------------
@@ -275,130 +286,191 @@ def exact_match(model, dataset, split="val", max_examples=None):
     return float(np.mean([a == c for a, (_, c) in zip(answers, examples)]))
 
 
-# ---- LoRA: wrapping, merging, adapters ----------------------------------------
+# ---- the run ------------------------------------------------------------------
 
 
-def linear_layer_names(model):
-    """The dotted names of the model's Linear layers (the possible LoRA targets)."""
-    return [name[:-1] for name, m in model.named_modules() if isinstance(m, (Linear, LoRALinear))]
+@dataclass
+class FinetuneConfig:
+    """What fine-tuning adds to the training settings (a TrainConfig): the base model,
+    the data, the template, and LoRA. `lora_rank` None fine-tunes every weight."""
+
+    init_from: str = None  # a checkpoint (.npz) or a Hugging Face GPT-2 directory
+    data: str = None  # JSONL, one {"prompt": ..., "completion": ...} per line
+    val_data: str = None  # held-out JSONL; by default val_fraction of data is held out
+    val_fraction: float = 0.1
+    template: str = DEFAULT_TEMPLATE
+    truncate: bool = False  # cut the start of prompts that do not fit, instead of refusing them
+    lora_rank: int = None
+    lora_alpha: float = None  # default: the rank (alpha / rank = 1)
+    lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)
+    merge: bool = False  # also write the merged model, ckpt_merged.npz (LoRA runs)
+    eval_examples: int = 200  # held-out examples scored by exact match at every evaluation
+
+    def __post_init__(self):
+        for name in ("init_from", "data"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"--{name} is required: give {_REQUIRED[name]}")
+        check_template(self.template)
+        check_number("val_fraction", self.val_fraction, minimum=0, below=1)
+        check_int("eval_examples", self.eval_examples, minimum=1)
+        if self.lora_rank is not None:
+            check_int("lora_rank", self.lora_rank, minimum=1)
+            check_number("lora_alpha", self.lora_alpha if self.lora_alpha is not None else 1.0, minimum=1e-12)
+        elif self.lora_alpha is not None:
+            raise ValueError("--lora_alpha needs --lora_rank (without a rank every weight is fine-tuned)")
+
+    def targets(self):
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
 
 
-def _matches(name, target):
-    return name == target or name.endswith("." + target)
+_REQUIRED = {"init_from": "the checkpoint or Hugging Face directory to start from",
+             "data": "a JSONL file of prompt/completion pairs"}
+
+# Fine-tuning moves a trained model a little: fewer steps, a smaller rate, little decay.
+FINETUNE_DEFAULTS = dict(max_iters=300, lr_decay_iters=300, learning_rate=3e-4, min_lr=3e-5, warmup_iters=20,
+                         weight_decay=0.0, batch_size=16, eval_interval=100, eval_iters=10, log_interval=10,
+                         sample_tokens=0)
+SETTINGS_FILE = "finetune.json"
 
 
-def apply_lora(model, rank, alpha, targets=DEFAULT_LORA_TARGETS):
-    """Freeze the whole model and wrap its Linear layers named by `targets` in LoRALinear.
+def load_base(init_from):
+    """(model, tokenizer) from a training checkpoint or a Hugging Face GPT-2 directory."""
+    if os.path.isdir(init_from):
+        from .pretrained import load_pretrained  # only when asked: the HF reader is optional
 
-    A target matches a layer whose dotted name is the target or ends with
-    "." + target ("c_proj" matches attn.c_proj and mlp.c_proj of every block).
-    Returns the wrapped layers' names. Everything is checked before the
-    model changes: an unknown target or a bad rank raises ValueError.
+        model, tokenizer = load_pretrained(init_from)
+    else:
+        model, metadata, _ = load_model(init_from)
+        tokenizer = tokenizer_from_dict(metadata["tokenizer"]) if metadata.get("tokenizer") else None
+    if tokenizer is None:
+        raise ValueError(f"--init_from {init_from} has no text tokenizer (a synthetic task's model); "
+                         f"fine-tuning needs one to encode the prompts")
+    return merge_lora(model), tokenizer  # a fine-tuned base starts from its merged weights
+
+
+def configure_finetune_optimizer(model, train_config):
+    """AdamW over the trainable parameters only, decaying the 2-D ones (as configure_optimizer)."""
+    params = trainable_parameters(model)
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train_config.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return AdamW([g for g in groups if g["params"]], lr=train_config.learning_rate,
+                 betas=(train_config.beta1, train_config.beta2))
+
+
+class ExactMatchHooks(Hooks):
+    """At every evaluation, also score greedy completions of held-out prompts (exact match)."""
+
+    def __init__(self, model, dataset, eval_examples, progress):
+        self.model, self.dataset, self.eval_examples, self.progress = model, dataset, eval_examples, progress
+        self.last_score = None
+
+    def reduce_losses(self, losses):
+        score = exact_match(self.model, self.dataset, self.dataset.eval_split, self.eval_examples)
+        n = min(self.eval_examples, len(self.dataset.examples[self.dataset.eval_split]))
+        self.progress.line(f"held-out exact match: {score:.1%} of {n} greedy completions")
+        self.last_score = score
+        return {**losses, "exact_match": score}
+
+
+def finetune(settings, train_config, resume=False, explicit=(), overwrite=False, progress=None, stop=None):
+    """Fine-tune `settings.init_from` on `settings.data` with train.py's loop; returns its result
+    dict plus "adapter" and "merged" (paths or None), "trainable_params" and "optimizer_bytes".
+
+    With `resume`, the settings come from out_dir/finetune.json and the weights
+    from out_dir/ckpt_last.npz (the base is not read again). Everything is
+    checked before anything is written.
     """
-    targets = tuple(targets)
-    if not targets:
-        raise ValueError("--lora_targets must name at least one layer")
-    names = linear_layer_names(model)
-    for target in targets:
-        if not any(_matches(name, target) for name in names):
-            kinds = sorted({name.split(".", 3)[-1] if name.startswith("transformer.h.") else name for name in names})
-            raise ValueError(f"unknown LoRA target {target!r}: no Linear layer is named so; choose from {kinds}")
-    chosen = [name for name in names if any(_matches(name, t) for t in targets)]
-    modules = dict(model.named_modules())
-    for name in chosen:  # check every rank first, so a bad one leaves the model untouched
-        layer = modules[name + "."]
-        if isinstance(layer, LoRALinear):
-            raise ValueError(f"layer {name} already has a LoRA adapter")
-        largest = min(layer.in_features, layer.out_features)
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= largest:
-            raise ValueError(f"--lora_rank must be from 1 to {largest} (the smaller side of {name}), got {rank!r}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for name in chosen:
-        parent_name, _, child = name.rpartition(".")
-        parent = modules[parent_name + "."] if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
-    return chosen
+    progress = progress or Progress()
+    out_dir = train_config.out_dir
+    settings_path = os.path.join(out_dir, SETTINGS_FILE)
+    last_path = os.path.join(out_dir, "ckpt_last.npz")
+    if resume:
+        settings, data_sha256 = _read_settings(settings_path)
+        train_config = TrainConfig.from_dict(
+            {**load_training_state(last_path)[0]["train_config"], **{k: getattr(train_config, k) for k in explicit},
+             "out_dir": out_dir}, source=f"checkpoint {last_path}")
+        model, metadata, _ = load_model(last_path)  # with its adapters, if it has them
+        tokenizer = tokenizer_from_dict(metadata["tokenizer"])
+    else:
+        existing = [p for p in (last_path, os.path.join(out_dir, "ckpt_best.npz")) if os.path.exists(p)]
+        if existing and not overwrite:
+            raise FileExistsError(f"{existing[0]} already exists; continue that run with --resume, "
+                                  f"start over with --overwrite, or choose another --out_dir")
+        model, tokenizer = load_base(settings.init_from)
+    dataset = load_sft_data(settings.data, tokenizer, model.config.block_size, train_config.batch_size,
+                            settings.template, settings.truncate, settings.val_data, settings.val_fraction,
+                            train_config.seed)
+    if resume and _data_sha256(dataset) != data_sha256:
+        raise ValueError(f"cannot resume: the data {settings.data} is not what the run in {out_dir} was "
+                         f"fine-tuned on (it has changed since)")
+    if not resume:
+        if settings.lora_rank is not None:
+            alpha = settings.lora_alpha if settings.lora_alpha is not None else settings.lora_rank
+            apply_lora(model, settings.lora_rank, alpha, settings.targets())
+        if "dtype" in explicit:
+            model.to(np.dtype(train_config.dtype))
+    # The model's own settings, so the checkpoint describes the model it holds.
+    train_config = dataclasses.replace(train_config, **{k: getattr(model.config, k) for k in BASE_MODEL_FIELDS},
+                                       dtype=str(model.lm_head.weight.dtype), data=os.path.abspath(settings.data))
+    optimizer = configure_finetune_optimizer(model, train_config)
+    if not resume:
+        _write_settings(settings_path, settings, dataset)
+    trainable = sum(p.numel() for p in trainable_parameters(model))
+    progress.line(f"fine-tuning {trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters "
+                  f"({'LoRA rank ' + str(settings.lora_rank) if lora_config(model) else 'all weights'}) on "
+                  f"{len(dataset)} examples, {len(dataset.examples['val'])} held out")
+    hooks = ExactMatchHooks(model, dataset, settings.eval_examples, progress)
+    result = train(train_config, resume=resume, explicit=explicit, overwrite=overwrite, progress=progress, stop=stop,
+                   batches=dataset, model=model, optimizer=optimizer, hooks=hooks)
+    result.update(adapter=None, merged=None, trainable_params=trainable, exact_match=hooks.last_score,
+                  optimizer_bytes=optimizer_state_bytes(optimizer), dataset=dataset)
+    if lora_config(model):
+        result["adapter"] = os.path.join(out_dir, "adapter.npz")
+        save_adapter(result["adapter"], model, extra={"tokenizer": tokenizer.to_dict(), "template": settings.template})
+        if settings.merge:  # the returned model is then the merged one
+            result["merged"] = os.path.join(out_dir, "ckpt_merged.npz")
+            save_model(result["merged"], merge_lora(model), tokenizer)
+    return result
 
 
-def merge_lora(model):
-    """Fold every adapter into its weight (W + alpha/r B A), leaving a plain model; returns it.
-
-    The merged model computes the same logits (up to rounding) with no extra
-    matmuls, and its state dict has the base model's names, so it loads
-    anywhere the base did. Every parameter trains again, as in a fresh model.
-    """
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module._children()):
-            if isinstance(child, LoRALinear):
-                setattr(module, child_name, child.merged())
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+BASE_MODEL_FIELDS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]
 
 
-def lora_config(model):
-    """{"rank", "alpha", "targets"} of the model's adapters (the layers' names), or None."""
-    layers = [(name[:-1], m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
-    if not layers:
-        return None
-    return {"rank": layers[0][1].rank, "alpha": layers[0][1].alpha, "targets": [name for name, _ in layers]}
+def save_model(path, model, tokenizer):
+    """A checkpoint of the weights alone (no training state): what `load_model` and `tinygpt sample` read."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    save_checkpoint(path, arrays, {"model_config": model.config.to_dict(), "tokenizer": tokenizer.to_dict(),
+                                   "lora": lora_config(model)})
 
 
-def lora_state_dict(model):
-    """Only the adapters: {name: array} of every lora_A and lora_B."""
-    return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
-
-
-def base_fingerprint(model):
-    """SHA-256 of the frozen weights (everything but the adapters), to recognise an adapter's base."""
+def _data_sha256(dataset):
     digest = hashlib.sha256()
-    for name, p in model.named_parameters():
-        if not name.endswith((".lora_A", ".lora_B")):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(p.data).data)
+    for split in dataset.splits:
+        for seq in dataset.sequences[split]:
+            digest.update(seq.tobytes())
     return digest.hexdigest()
 
 
-def save_adapter(path, model, extra=None):
-    """Write the adapters alone (a few KB for a small model) with what is needed to apply them."""
-    config = lora_config(model)
-    if config is None:
-        raise ValueError("the model has no LoRA adapters to save")
-    metadata = {"format": ADAPTER_FORMAT, "lora": config, "model_config": model.config.to_dict(),
-                "base_sha256": base_fingerprint(model), **(extra or {})}
-    save_checkpoint(path, lora_state_dict(model), metadata)
+def _write_settings(path, settings, dataset):
+    """out_dir/finetune.json: the settings a resumed run needs, and a digest of its encoded data."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    record = {**dataclasses.asdict(settings), "data": os.path.abspath(settings.data),
+              "val_data": os.path.abspath(settings.val_data) if settings.val_data else None,
+              "data_sha256": _data_sha256(dataset)}
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(temporary, path)  # atomic: a crash leaves the old file or the new one
 
 
-def load_adapter(path, model):
-    """Apply the adapter saved at `path` to `model`, its base; returns the adapter's metadata.
-
-    Refuses (CheckpointError) a file that is not an adapter, or a model that is
-    not the base the adapter was trained on (different config or weights).
-    """
-    arrays, metadata = load_checkpoint(path)
-    if metadata.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(f"{path} is not a LoRA adapter file")
-    if metadata["model_config"] != model.config.to_dict():
-        raise CheckpointError(f"adapter {path} was trained for a model of config {metadata['model_config']}, "
-                              f"not {model.config.to_dict()}")
-    if metadata["base_sha256"] != base_fingerprint(model):
-        raise CheckpointError(f"adapter {path} was trained on other base weights than this model's")
-    config = metadata["lora"]
-    apply_lora(model, config["rank"], config["alpha"], config["targets"])
-    adapters = {name: p for name, p in model.named_parameters() if name.endswith((".lora_A", ".lora_B"))}
-    if set(arrays) != set(adapters) or any(arrays[k].shape != p.shape for k, p in adapters.items()):
-        raise CheckpointError(f"adapter {path} is damaged: its arrays do not match its LoRA config")
-    for name, p in adapters.items():
-        p.data[...] = arrays[name]
-    return metadata
-
-
-def trainable_parameters(model):
-    """The parameters an optimizer should update: those that require grad."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def optimizer_state_bytes(optimizer):
-    """Bytes of the optimizer's per-parameter state (AdamW: exp_avg and exp_avg_sq)."""
-    return sum(a.nbytes for a in optimizer.state_dict().values())
+def _read_settings(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"cannot resume: there is no fine-tuning run in {os.path.dirname(path)} "
+                                f"({os.path.basename(path)} is missing)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        data_sha256 = record.pop("data_sha256")
+        return FinetuneConfig(**record), data_sha256
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"cannot resume: {path} is damaged ({error})") from None
