@@ -188,3 +188,148 @@ def test_exact_match_needs_the_answer_and_then_the_end_token():
     })
     assert exact_match(model, data, "val") == 0.5
     assert DEFAULT_TEMPLATE == "Q: {prompt}\nA:"
+
+
+# ---- the command: tinygpt finetune --------------------------------------------
+
+FACTS = [(a, b) for a in range(4) for b in range(4)]
+BASE_TEXT = "".join(f"Quick fact: What is {a} plus {b}? It is {a + b}. Also {a} plus {b} is {a + b}.\n"
+                    for a, b in FACTS) * 4
+TINY_FT = ["--batch_size", "4", "--eval_iters", "1", "--eval_interval", "2", "--log_interval", "1"]
+
+
+def run_main(capsys, *argv):
+    """(exit status, stdout, stderr) of `tinygpt argv` run in this process."""
+    from tinygrad_gpt import cli
+
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse's usage errors
+        status = stop.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A tiny char GPT pretrained for two steps, and fine-tuning JSONL files for it."""
+    from tinygrad_gpt.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("base")
+    (root / "text.txt").write_text(BASE_TEXT, encoding="utf-8")
+    train(TrainConfig(data=str(root / "text.txt"), out_dir=str(root / "base"), n_layer=1, n_head=2, n_embd=16,
+                      block_size=32, batch_size=4, max_iters=2, eval_interval=2, eval_iters=1, sample_tokens=0))
+    records = [{"prompt": f"What is {a} plus {b}?", "completion": f" {a + b}"} for a, b in FACTS]
+    write_jsonl(root / "train.jsonl", records[:12])
+    write_jsonl(root / "val.jsonl", records[12:])
+    return root
+
+
+def finetune_args(base_run, out_dir, *extra):
+    return ["finetune", "--init_from", base_run / "base" / "ckpt_last.npz", "--data", base_run / "train.jsonl",
+            "--val_data", base_run / "val.jsonl", "--out_dir", out_dir, *TINY_FT, *extra]
+
+
+def test_lora_fine_tuning_trains_only_the_adapters_and_its_checkpoint_samples(base_run, tmp_path, capsys):
+    from tinygrad_gpt.train import load_model
+
+    status, out, err = run_main(capsys, *finetune_args(base_run, tmp_path / "ft", "--max_iters", 3, "--lora_rank", 2))
+    assert status == 0, err
+    assert "held-out exact match" in out and "adapter:" in out
+    base, _, _ = load_model(base_run / "base" / "ckpt_last.npz")
+    tuned, metadata, arrays = load_model(tmp_path / "ft" / "ckpt_last.npz")  # rebuilds the adapters
+    assert metadata["lora"]["rank"] == 2
+    tuned_state = tuned.state_dict()
+    for name, array in base.state_dict().items():
+        np.testing.assert_array_equal(tuned_state[name], array, err_msg=name)  # the base is bit-identical
+    assert any(np.any(v != 0) for k, v in tuned_state.items() if k.endswith(".lora_B"))  # the adapters moved
+    n_adapter = sum(v.size for k, v in tuned_state.items() if k.endswith((".lora_A", ".lora_B")))
+    n_state = sum(v.size for k, v in arrays.items() if k.startswith("optim/exp_avg"))
+    assert n_state == 2 * n_adapter  # AdamW's two moments, for the adapters only
+    assert any("exact_match" in row for row in metadata["history"] if row.get("eval"))
+    status, out, err = run_main(capsys, "sample", "--ckpt", tmp_path / "ft" / "ckpt_last.npz",
+                                "--prompt", "Q: What is 1 plus 2?\nA:", "--temperature", "0", "--max-new-tokens", "3")
+    assert status == 0, err
+    assert out.startswith("Q: What is 1 plus 2?\nA:")
+
+
+def test_resumed_fine_tuning_ends_where_an_uninterrupted_run_does(base_run, tmp_path, capsys):
+    from tinygrad_gpt.train import load_model
+
+    schedule = ["--lr_decay_iters", 4, "--lora_rank", 2]
+    assert run_main(capsys, *finetune_args(base_run, tmp_path / "whole", "--max_iters", 4, *schedule))[0] == 0
+    assert run_main(capsys, *finetune_args(base_run, tmp_path / "split", "--max_iters", 2, *schedule))[0] == 0
+    status, out, err = run_main(capsys, "finetune", "--resume", "--out_dir", tmp_path / "split", "--max_iters", 4)
+    assert status == 0, err
+    assert "resuming from" in out
+    whole = load_model(tmp_path / "whole" / "ckpt_last.npz")[0].state_dict()
+    split = load_model(tmp_path / "split" / "ckpt_last.npz")[0].state_dict()
+    for name in whole:
+        np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
+
+
+def test_merged_model_is_plain_and_gives_the_adapted_logits(base_run, tmp_path, capsys):
+    from tinygrad_gpt.nn import LoRALinear
+    from tinygrad_gpt.tensor import no_grad
+    from tinygrad_gpt.train import load_model
+
+    status, _, err = run_main(capsys, *finetune_args(base_run, tmp_path / "ft", "--max_iters", 3, "--lora_rank", 2,
+                                                     "--lora_alpha", 8, "--merge"))
+    assert status == 0, err
+    adapted = load_model(tmp_path / "ft" / "ckpt_last.npz")[0]
+    merged, metadata, _ = load_model(tmp_path / "ft" / "ckpt_merged.npz")
+    assert metadata["lora"] is None and not any(isinstance(m, LoRALinear) for m in merged.modules())
+    x = np.random.default_rng(0).integers(0, adapted.config.vocab_size, (2, 16))
+    with no_grad():
+        a, m = adapted(x, x)[0].data, merged(x, x)[0].data
+    assert np.abs(a - load_model(base_run / "base" / "ckpt_last.npz")[0](x, x)[0].data).max() > 1e-6  # it moved
+    # float32 logits of O(1): merging reassociates one product per layer, ~1e-7 relative each.
+    np.testing.assert_allclose(m, a, rtol=1e-4, atol=1e-5)
+
+
+def test_full_fine_tuning_keeps_optimizer_state_for_every_parameter(base_run, tmp_path, capsys):
+    from tinygrad_gpt.train import load_model
+
+    status, out, err = run_main(capsys, *finetune_args(base_run, tmp_path / "ft", "--max_iters", 2))
+    assert status == 0, err
+    model, metadata, arrays = load_model(tmp_path / "ft" / "ckpt_last.npz")
+    assert metadata["lora"] is None and not (tmp_path / "ft" / "adapter.npz").exists()
+    n_state = sum(v.size for k, v in arrays.items() if k.startswith("optim/exp_avg"))
+    assert n_state == 2 * sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "lines, flags, fragment",
+    [
+        (['{"prompt": "What is 1 plus 2?", "completion": " 3"}', '{"prompt": "x",'], [], "line 2 is not valid JSON"),
+        (['{"prompt": "What is 1 plus 2?"}'], [], 'line 1 has no "completion" field'),
+        (['{"prompt": "What is 1 plus 2?", "completion": ""}'], [], "line 1 has an empty completion"),
+        (['{"prompt": "What is 1 plus 2? What is 1 plus 2? What is 1 plus 2?", "completion": " 3"}'], [],
+         "longer than block_size 32"),
+        (['{"prompt": "What is 1 plus 2?", "completion": " 3"}'], ["--lora_rank", "0"], "lora_rank"),
+        (['{"prompt": "What is 1 plus 2?", "completion": " 3"}'], ["--lora_rank", "17"], "--lora_rank must be from 1 to 16"),
+        (['{"prompt": "What is 1 plus 2?", "completion": " 3"}'], ["--lora_rank", "2", "--lora_targets", "q_proj"],
+         "unknown LoRA target 'q_proj'"),
+        (['{"prompt": "What is 1 plus 2? \\u00e9", "completion": " 3"}'], [], "cannot encode 1 character(s)"),
+        (['{"prompt": "What is 1 plus 2?", "completion": " 3"}'], ["--template", "Q: {question}"], "{prompt}"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing_saved(base_run, tmp_path, capsys, lines, flags, fragment):
+    out_dir = tmp_path / "ft"
+    assert run_main(capsys, *finetune_args(base_run, out_dir, "--max_iters", 1))[0] == 0
+    saved = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    bad = write_jsonl(tmp_path / "bad.jsonl", lines)
+    argv = ["finetune", "--init_from", base_run / "base" / "ckpt_last.npz", "--data", bad, "--val_data", bad,
+            "--out_dir", out_dir, "--overwrite", *TINY_FT, *flags]
+    status, _, err = run_main(capsys, *argv)
+    assert status == 2 and err.startswith("tinygpt: error: ") and err.count("\n") == 1, err
+    assert fragment in err, err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == saved
+
+
+def test_finetune_needs_init_from_and_data_and_resume_needs_a_run(tmp_path, capsys):
+    status, _, err = run_main(capsys, "finetune", "--data", tmp_path / "d.jsonl", "--out_dir", tmp_path / "o")
+    assert status == 2 and "--init_from is required" in err
+    status, _, err = run_main(capsys, "finetune", "--resume", "--out_dir", tmp_path / "o")
+    assert status == 2 and "no fine-tuning run" in err
+    assert not (tmp_path / "o").exists()

@@ -116,13 +116,14 @@ def build_parser():
     finetune_parser.add_argument("--merge", action="store_true", default=argparse.SUPPRESS,
                                  help="with LoRA, also write OUT_DIR/ckpt_merged.npz, the adapters folded into the weights")
     finetune_help = {
-        "init_from": "a checkpoint (.npz) or a Hugging Face GPT-2 directory (required)",
-        "data": 'JSONL, one {"prompt": ..., "completion": ...} per line (required)',
-        "val_data": "held-out JSONL (default: hold out val_fraction of --data)",
+        "init_from": "a checkpoint (.npz) or a Hugging Face GPT-2 directory",
+        "data": 'JSONL, one {"prompt": ..., "completion": ...} per line',
+        "val_data": "held-out JSONL, instead of holding out val_fraction of --data",
+        "val_fraction": "the share of --data held out when there is no --val_data",
         "template": "how a prompt is shown to the model; the completion follows it, then the end token "
                     "(eot_token; the newline for char models). In a shell, write a newline as $'Q: {prompt}\\nA:'",
         "lora_rank": "train LoRA adapters of this rank instead of every weight",
-        "lora_alpha": "LoRA scale numerator: the update is (alpha / rank) B A (default: the rank)",
+        "lora_alpha": "LoRA scale numerator: the update is (alpha / rank) B A (none: the rank)",
         "lora_targets": "comma-separated Linear layers to adapt, by name or name suffix",
         "eval_examples": "held-out examples scored by greedy exact match at every evaluation",
     }
@@ -130,9 +131,9 @@ def build_parser():
         if f.name in ("truncate", "merge"):
             continue
         kind = {"lora_rank": int, "lora_alpha": float, "val_fraction": float, "eval_examples": int}.get(f.name, str)
-        default = f.default if f.default is not None else "none"
+        default = {"init_from": "required", "data": "required"}.get(f.name, repr(f.default))
         _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
-                    help=f"{finetune_help.get(f.name, '')} (default: {default!r})".strip())
+                    help=f"{finetune_help.get(f.name, '')} (default: {default})".strip())
     train_defaults = TrainConfig(**FINETUNE_DEFAULTS)
     for f in dataclasses.fields(TrainConfig):
         if f.name in BASE_MODEL_FIELDS or f.name in ("data", "sample_tokens"):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import rng
 from .checkpoint import save_checkpoint
 from .data import IGNORE_INDEX
 from .gpt import GPTConfig
@@ -327,7 +328,7 @@ _REQUIRED = {"init_from": "the checkpoint or Hugging Face directory to start fro
              "data": "a JSONL file of prompt/completion pairs"}
 
 # Fine-tuning moves a trained model a little: fewer steps, a smaller rate, little decay.
-FINETUNE_DEFAULTS = dict(max_iters=300, lr_decay_iters=300, learning_rate=3e-4, min_lr=3e-5, warmup_iters=20,
+FINETUNE_DEFAULTS = dict(out_dir="out-finetune", max_iters=300, lr_decay_iters=300, learning_rate=3e-4, min_lr=3e-5, warmup_iters=20,
                          weight_decay=0.0, batch_size=16, eval_interval=100, eval_iters=10, log_interval=10,
                          sample_tokens=0)
 SETTINGS_FILE = "finetune.json"
@@ -406,6 +407,7 @@ def finetune(settings, train_config, resume=False, explicit=(), overwrite=False,
     if not resume:
         if settings.lora_rank is not None:
             alpha = settings.lora_alpha if settings.lora_alpha is not None else settings.lora_rank
+            rng.manual_seed(train_config.seed)  # lora_A's random start, the same for the same seed
             apply_lora(model, settings.lora_rank, alpha, settings.targets())
         if "dtype" in explicit:
             model.to(np.dtype(train_config.dtype))
