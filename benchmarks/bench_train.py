@@ -215,6 +215,7 @@ def bench_memory(steps):
 
 
 def main():
+    tg.tune_process()  # as a training program does, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps; configs (a) and (c) only")
     parser.add_argument("--configs", default=None, help="which configs, e.g. 'ac' (default: abc)")

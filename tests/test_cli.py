@@ -119,7 +119,7 @@ def test_help_exits_0_and_describes_the_command(capsys, argv):
     status, out, err = run_main(capsys, *argv)
     assert status == 0 and err == ""
     assert out.startswith(f"usage: tinygpt {' '.join(argv[:-1])}".rstrip())
-    expected = {"--help": "{train,sample}", "train": "--n_embd N_EMBD, --n-embd N_EMBD", "sample": "--top-p"}
+    expected = {"--help": "{train,sample,", "train": "--n_embd N_EMBD, --n-embd N_EMBD", "sample": "--top-p"}
     assert expected[argv[0]] in out
 
 
@@ -131,7 +131,7 @@ def test_the_module_runs_as_the_tinygpt_command(tmp_path):
 
 def test_no_command_is_a_usage_error(capsys):
     status, _, err = run_main(capsys)
-    assert_one_line_error(status, err, "the following arguments are required: {train,sample}")
+    assert_one_line_error(status, err, "the following arguments are required: {train,sample,")
 
 
 # ---- bad settings ----------------------------------------------------------------
@@ -200,7 +200,7 @@ class ConfigAccepted(BaseException):
     A BaseException, so that main() lets it through like a real success."""
 
 
-def accept(config, resume, explicit, overwrite=False):
+def accept(config, resume, explicit, overwrite=False, **display):
     raise ConfigAccepted(config)
 
 
@@ -520,9 +520,9 @@ def remove_last(run):
     [
         (None, ["--n_embd", "32", "--n_head", "2"], "cannot resume: n_embd is 32 but checkpoint"),
         (None, ["--bias", "true"], "cannot resume: bias is True but checkpoint"),
-        (None, ["--data", "pystdlib"], "cannot resume: data is 'pystdlib' but checkpoint"),
+        (None, ["--data", "pystdlib"], "the text of pystdlib is not the text this run was trained on"),
         (None, ["--max_iters", "2"], "is at iteration 4, past max_iters 2"),
-        (rewrite_with_other_characters, [], "are not the vocabulary of the checkpoint (29 characters)"),
+        (rewrite_with_other_characters, ["--data", "input.txt"], "the text of input.txt is not the text this run was"),
         (drop_optimizer_state, [], "cannot be resumed, its training state is damaged"),
         (drop_random_state, [], "cannot be resumed: it lacks the training state ['rng_state']"),
         (truncate_last, [], "is truncated or corrupted"),
@@ -605,3 +605,96 @@ def test_resume_after_a_kill_retraces_the_uninterrupted_run(text_file):
     resumed = (directory / "out" / "history.csv").read_text()
     assert resumed == (directory / "whole" / "history.csv").read_text()
     assert len(losses_of(directory / "out" / "history.csv")) == stop + 4
+
+
+# ---- what a newcomer met (issue 14) ----------------------------------------------
+
+
+def test_version_is_the_package_version(capsys):
+    status, out, _ = run_main(capsys, "--version")
+    assert status == 0
+    setup_cfg = (REPO / "setup.cfg").read_text()
+    version = next(line.split("=")[1].strip() for line in setup_cfg.splitlines() if line.startswith("version"))
+    assert out == f"tinygpt {version}\n"
+
+
+def test_sample_help_lists_each_spelling_once(capsys):
+    status, out, _ = run_main(capsys, "sample", "--help")
+    assert status == 0
+    assert "--temperature TEMPERATURE, --temperature" not in out and "--seed SEED, --seed" not in out
+    assert "--max-new-tokens MAX_NEW_TOKENS, --max_new_tokens MAX_NEW_TOKENS" in out  # both spellings, once each
+
+
+def test_a_name_close_to_a_built_in_corpus_is_suggested(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main(capsys, "train", "--data", "pystdllib", *TINY)
+    assert_one_line_error(status, err, "text file 'pystdllib' does not exist; did you mean the built-in 'pystdlib'?")
+
+
+def test_resume_with_overwrite_is_refused_and_changes_nothing(capsys, run_copy):
+    before = {name: (run_copy / "out" / name).read_bytes() for name in os.listdir(run_copy / "out")}
+    status, _, err = run_main(capsys, "train", "--resume", "--overwrite")
+    assert_one_line_error(status, err, "--resume continues the run in out and --overwrite replaces it")
+    assert {name: (run_copy / "out" / name).read_bytes() for name in os.listdir(run_copy / "out")} == before
+
+
+def test_resuming_a_finished_run_says_how_to_train_longer(capsys, run_copy):
+    status, out, err = run_main(capsys, "train", "--resume")
+    assert status == 0, err
+    assert "the run already reached max_iters 4, so there is nothing to train" in out
+    assert "resume with a larger --max_iters (such as 8)" in out
+
+
+def test_a_run_resumes_from_another_directory_and_under_another_path(capsys, run_copy, tmp_path, monkeypatch):
+    # The run was started in its own directory with --data input.txt (relative). From
+    # elsewhere, --resume alone finds the text by the absolute path the checkpoint keeps;
+    # the same text under another name is accepted too, by its SHA-256.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(run_copy / "input.txt", elsewhere / "renamed.txt")
+    monkeypatch.chdir(elsewhere)
+    out_dir = str(run_copy / "out")
+    status, out, err = run_main(capsys, "train", "--resume", "--out_dir", out_dir, "--max_iters", "6")
+    assert status == 0, err
+    assert load_checkpoint(run_copy / "out" / "ckpt_last.npz")[1]["iter_num"] == 6
+    status, out, err = run_main(capsys, "train", "--resume", "--out_dir", out_dir, "--max_iters", "8",
+                                "--data", "renamed.txt")
+    assert status == 0, err
+    _, metadata = load_checkpoint(run_copy / "out" / "ckpt_last.npz")
+    assert metadata["iter_num"] == 8 and metadata["train_config"]["data"] == str(elsewhere / "renamed.txt")
+
+
+def test_resuming_when_the_text_has_moved_asks_for_its_new_path(capsys, run_copy, trained_run, tmp_path):
+    # The checkpoint of the copy still names the original run's input.txt; make a run whose text then moves.
+    (run_copy / "mine.txt").write_text(TEXT, encoding="utf-8")
+    assert run_main(capsys, "train", "--data", "mine.txt", "--out_dir", "mine", *TINY, "--max_iters", "2")[0] == 0
+    (run_copy / "mine.txt").rename(run_copy / "moved.txt")
+    status, _, err = run_main(capsys, "train", "--resume", "--out_dir", "mine", "--max_iters", "4")
+    assert_one_line_error(status, err, f"{run_copy / 'mine.txt'}, the text this run was trained on, is gone",
+                          "give its new path with --data")
+    status, _, err = run_main(capsys, "train", "--resume", "--out_dir", "mine", "--max_iters", "4",
+                              "--data", "moved.txt")
+    assert status == 0, err
+
+
+def test_a_task_run_describes_its_real_batches_and_best_split(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_main(capsys, "train", "--data", "adder", "--max_iters", "2", "--eval_iters", "1",
+                                "--n_layer", "1", "--n_embd", "16", "--n_head", "2")
+    assert status == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("data adder"))
+    assert "block 6)" in header and "2 iters of 12x6 tokens" in header  # the adder's sequences: 6 tokens
+    assert "step 2: train loss" in out and ", test loss " in out
+    assert "out/ckpt_best.npz (best test loss)" in out
+
+
+def test_gradient_accumulation_is_a_flag(capsys, text_file, monkeypatch):
+    monkeypatch.chdir(text_file.parent)
+    status, _, err = run_main(capsys, "train", "--data", "input.txt", *TINY, "--max_iters", "2",
+                              "--gradient_accumulation_steps", "2")
+    assert status == 0, err
+    assert load_checkpoint(text_file.parent / "out" / "ckpt_last.npz")[1]["train_config"][
+        "gradient_accumulation_steps"] == 2
+    status, _, err = run_main(capsys, "train", "--data", "input.txt", *TINY, "--gradient_accumulation_steps", "3",
+                              "--out_dir", "other")
+    assert_one_line_error(status, err, "batch_size (4) must be divisible by gradient_accumulation_steps (3)")

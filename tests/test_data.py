@@ -147,9 +147,9 @@ def test_get_batch_rejects_bad_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="split must be one of 'train', 'val', got 'test'"):
         ds.get_batch("test", 2, 4, rng)
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         ds.get_batch("train", 0, 4, rng)
-    with pytest.raises(TypeError, match="block_size must be a positive int, got float"):
+    with pytest.raises(TypeError, match="block_size must be an integer >= 1, got 4.0"):
         ds.get_batch("train", 2, 4.0, rng)
     with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
         ds.get_batch("train", 2, 4, 0)
@@ -197,7 +197,7 @@ def test_pystdlib_corpus_starts_with_the_first_file_in_sorted_order():
 
 
 def test_pystdlib_corpus_rejects_bad_cap():
-    with pytest.raises(ValueError, match="max_bytes must be a positive int"):
+    with pytest.raises(ValueError, match="max_bytes must be an integer >= 1"):
         pystdlib_corpus(max_bytes=0)
 
 

@@ -85,3 +85,13 @@ def test_repr_shows_the_tree_with_each_layers_settings():
 def test_dropout_probability_is_checked():
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\), got 1"):
         nn.Dropout(1)
+
+
+def test_draw_into_draws_the_numbers_of_one_call_a_block_at_a_time(monkeypatch):
+    from tinygrad_gpt import rng
+
+    monkeypatch.setattr(rng, "DRAW_CHUNK_ELEMENTS", 10)  # blocks of 3 rows of 3: the last one short
+    whole = np.random.default_rng(5).normal(0.0, 0.02, (7, 3)).astype(np.float32)  # (7, 3)
+    gen = np.random.default_rng(5)
+    blocks = rng.draw_into(np.empty((7, 3), np.float32), lambda shape: gen.normal(0.0, 0.02, shape))
+    np.testing.assert_array_equal(blocks, whole)

@@ -1,4 +1,7 @@
-"""Tests for tinygrad_gpt/tokenizers.py: the character tokenizer."""
+"""Tests for tinygrad_gpt/tokenizers/: the character tokenizer and the interface every tokenizer shares.
+
+The BPE tokenizer's own tests are in test_bpe.py.
+"""
 
 import json
 
@@ -7,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygrad_gpt.tokenizers import CharTokenizer
+from tinygrad_gpt.tokenizers import BPETokenizer, CharTokenizer, build_tokenizer, tokenizer_from_dict
 
 # Non-empty text from any Unicode characters (hypothesis leaves out lone surrogates by
 # default; a separate test covers them).
@@ -127,3 +130,64 @@ def test_from_text_rejects_empty_and_non_str():
         CharTokenizer.from_text("")
     with pytest.raises(TypeError, match="must be a str"):
         CharTokenizer.from_text(b"abc")
+
+
+# ----- the interface every tokenizer shares -----
+
+CORPUS = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+
+
+@pytest.fixture(params=["char", "bpe"])
+def any_tokenizer(request):
+    if request.param == "char":
+        return CharTokenizer.from_text(CORPUS)
+    return BPETokenizer.train(CORPUS, vocab_size=280)
+
+
+def test_every_tokenizer_has_the_shared_interface(any_tokenizer):
+    ids = any_tokenizer.encode(CORPUS)
+    assert ids.dtype == np.int64 and ids.ndim == 1
+    assert 0 <= ids.min() and ids.max() < any_tokenizer.vocab_size
+    assert any_tokenizer.decode(ids) == any_tokenizer.decode(ids.tolist()) == CORPUS
+    assert any_tokenizer.eot_token is None or 0 <= any_tokenizer.eot_token < any_tokenizer.vocab_size
+
+
+def test_tokenizer_from_dict_rebuilds_either_type_through_json(any_tokenizer):
+    restored = tokenizer_from_dict(json.loads(json.dumps(any_tokenizer.to_dict())))
+    assert type(restored) is type(any_tokenizer) and restored == any_tokenizer
+    assert restored.encode(CORPUS).tolist() == any_tokenizer.encode(CORPUS).tolist()
+    assert restored.eot_token == any_tokenizer.eot_token
+
+
+def test_eot_token_is_none_for_chars_and_the_end_of_text_id_for_bpe():
+    assert CharTokenizer.from_text(CORPUS).eot_token is None
+    bpe = BPETokenizer.train(CORPUS, vocab_size=280)
+    assert bpe.eot_token == 279 and bpe.special_tokens == {"<|endoftext|>": 279}
+
+
+@pytest.mark.parametrize(
+    "d, pattern",
+    [
+        ({"chars": "abc"}, "must be a dict with a 'type' key"),
+        ("char", "must be a dict with a 'type' key"),
+        ({"type": "wordpiece"}, r"unknown tokenizer type 'wordpiece'; known types are \['bpe', 'char'\]"),
+    ],
+)
+def test_tokenizer_from_dict_rejects_unknown_descriptions(d, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tokenizer_from_dict(d)
+
+
+def test_build_tokenizer_by_name_or_directory(tmp_path):
+    assert build_tokenizer("char", CORPUS) == CharTokenizer.from_text(CORPUS)
+    trained = build_tokenizer("bpe", CORPUS, vocab_size=280)
+    assert trained == BPETokenizer.train(CORPUS, vocab_size=280) and trained.vocab_size == 280
+    trained.save(tmp_path)
+    assert build_tokenizer(str(tmp_path), "text it does not read") == trained
+
+
+def test_build_tokenizer_names_what_it_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"'char', 'bpe' or a directory holding vocab.json and merges.txt"):
+        build_tokenizer(str(tmp_path / "missing"), CORPUS)
+    with pytest.raises(FileNotFoundError, match="got 'bpe2'"):
+        build_tokenizer("bpe2", CORPUS)

@@ -18,8 +18,12 @@ import numpy as np
 import pytest
 
 from tinygrad_gpt.checkpoint import load_checkpoint
+from tinygrad_gpt.data import Batches
+from tinygrad_gpt.gpt import GPT, GPTConfig
+from tinygrad_gpt.optim import AdamW
+from tinygrad_gpt.progress import Progress
 from tinygrad_gpt.train import (
-    Progress,
+    Hooks,
     TrainConfig,
     TrainingDiverged,
     load_config_file,
@@ -72,7 +76,7 @@ def read_history(path):
         ({"learning_rate": "1e-3"}, "learning_rate must be a finite number >= 0, got '1e-3'"),
         ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
         ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\), got -0.1"),
-        ({"beta2": 1.0}, r"beta2 must be in \[0, 1\), got 1.0"),
+        ({"beta2": 1.0}, r"beta2 must be a number in \[0, 1\), got 1.0"),
         ({"bias": "yes"}, "bias must be true or false, got 'yes'"),
         ({"dtype": "float16"}, "dtype must be 'float32' or 'float64', got 'float16'"),
         ({"data": ""}, "data must be a file path or one of pystdlib, adder, sorter"),
@@ -80,9 +84,25 @@ def read_history(path):
     ],
 )
 def test_bad_settings_are_refused_in_one_sentence_naming_the_setting(settings, message):
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises((ValueError, TypeError), match=message) as info:
         TrainConfig(**settings)
     assert "\n" not in str(info.value)
+    # A number of the wrong type is a TypeError, one out of range a ValueError (validate.py).
+    assert isinstance(info.value, TypeError) == (settings in WRONG_TYPES), (settings, type(info.value))
+
+
+WRONG_TYPES = [{"n_layer": 2.0}, {"n_layer": True}, {"learning_rate": "1e-3"}]
+
+
+def test_the_model_settings_are_gptconfigs_fields_with_a_baby_gpts_defaults():
+    model_fields = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert train_fields[: len(model_fields)] == model_fields
+    config = TrainConfig()
+    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.dropout, config.bias) == (
+        4, 4, 128, 64, 0.0, False)
+    assert config.model_config(vocab_size=7) == GPTConfig(vocab_size=7, n_layer=4, n_head=4, n_embd=128,
+                                                          block_size=64, dropout=0.0, bias=False)
 
 
 def test_an_unknown_setting_is_named_with_the_closest_known_one():
@@ -269,3 +289,67 @@ def test_a_loss_curve_png_is_drawn_when_matplotlib_is_installed(tmp_path):
     train(tiny_config(tmp_path, max_iters=4, eval_interval=2), progress=quiet())
     png = tmp_path / "out" / "loss_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- gradient accumulation and the loop's seams -------------------------------------
+
+
+def losses_in(out_dir):
+    return np.array([float(row["loss"]) for row in read_history(out_dir / "history.csv") if row["loss"]])
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-6), ("float64", 1e-12)])
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch(tmp_path, dtype, rtol):
+    # K=4 cuts each batch of 8 rows (the very rows the K=1 run draws at the same
+    # seed) into 4 micro-batches of 2 and adds up the gradients of loss / 4. The
+    # result differs from one pass over 8 rows only in the order of the float
+    # sums (the mean over 8 rows becomes four means of 2, then their mean), so
+    # the losses agree to a few units in the last place: float32's epsilon is
+    # 1.2e-7 and we allow about 8 of them; float64's 2.2e-16 with room for the
+    # same amplification over 6 AdamW steps.
+    settings = dict(max_iters=6, batch_size=8, eval_interval=3, dtype=dtype)
+    train(tiny_config(tmp_path / "one", **settings), progress=quiet())
+    train(tiny_config(tmp_path / "four", gradient_accumulation_steps=4, **settings), progress=quiet())
+    one, four = losses_in(tmp_path / "one" / "out"), losses_in(tmp_path / "four" / "out")
+    assert len(one) == len(four) == 6
+    np.testing.assert_allclose(four, one, rtol=rtol, atol=0)
+
+
+def test_batch_size_must_split_into_the_micro_batches():
+    with pytest.raises(ValueError, match=r"batch_size \(12\) must be divisible by gradient_accumulation_steps \(5\)"):
+        TrainConfig(batch_size=12, gradient_accumulation_steps=5)
+
+
+class CountingHooks(Hooks):
+    """A process that is not the writer (as rank 1 of a data-parallel run) and counts the steps."""
+
+    is_writer = False
+
+    def __init__(self):
+        self.steps = 0
+
+    def after_backward(self, model):
+        assert all(p.grad is not None for p in model.parameters())  # called with this step's gradients
+        self.steps += 1
+
+
+def test_hooks_see_every_step_and_a_non_writer_writes_nothing(tmp_path):
+    hooks = CountingHooks()
+    result = train(tiny_config(tmp_path, max_iters=5, eval_interval=2), progress=quiet(), hooks=hooks)
+    assert hooks.steps == 5 and result["iter_num"] == 5
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_caller_may_supply_the_batches_model_and_optimizer(tmp_path):
+    # What fine-tuning does: its own batches (any object with get/splits/vocab_size/
+    # block_size/tokenizer), a model built elsewhere, an optimizer over some parameters.
+    config = tiny_config(tmp_path, max_iters=3, eval_interval=3)
+    batches = Batches(config.data, config.batch_size, config.block_size)
+    model = GPT(config.model_config(batches.vocab_size))
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
+    optimizer = AdamW([p for name, p in model.named_parameters() if name != "transformer.wpe.weight"], lr=1e-3)
+    result = train(config, progress=quiet(), batches=batches, model=model, optimizer=optimizer)
+    assert result["model"] is model
+    after = dict(model.named_parameters())
+    assert np.array_equal(after["transformer.wpe.weight"].data, before["transformer.wpe.weight"])  # not trained
+    assert not np.array_equal(after["transformer.h.0.mlp.c_fc.weight"].data, before["transformer.h.0.mlp.c_fc.weight"])

@@ -12,16 +12,22 @@ about Tensors):
   minGPT's demos: small problems with one right answer, so a model can be scored by
   exact match rather than by a loss that is hard to interpret.
 
+:class:`Batches` puts the three behind the one interface the training loop uses.
+
 Batches are always drawn from a ``np.random.Generator`` that the caller passes in, so a
 seeded run is reproducible and no global random state is touched.
 """
 
+import difflib
+import hashlib
+import os
 import sysconfig
 from pathlib import Path
 
 import numpy as np
 
-from .tokenizers import CharTokenizer
+from .tokenizers import CharTokenizer, build_tokenizer
+from .validate import check_int
 
 # Label for target positions that take no loss, matching ``cross_entropy(..., ignore_index=-1)``.
 IGNORE_INDEX = -1
@@ -111,8 +117,8 @@ class TextDataset:
         ``np.random.Generator``, so the same seed gives the same batches.
         """
         data = self.ids(split)
-        _check_positive_int("batch_size", batch_size)
-        _check_positive_int("block_size", block_size)
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("block_size", block_size, minimum=1)
         _check_rng(rng)
         # A window needs block_size inputs plus one more token for the last target.
         if len(data) < block_size + 1:
@@ -147,7 +153,7 @@ def pystdlib_corpus(max_bytes=2_000_000):
     The result is deterministic for a given Python version; different Python versions
     ship slightly different standard libraries and so give slightly different text.
     """
-    _check_positive_int("max_bytes", max_bytes)
+    check_int("max_bytes", max_bytes, minimum=1)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(stdlib.glob("*.py"), key=lambda p: p.name) if stdlib.is_dir() else []
     if not files:
@@ -223,7 +229,7 @@ class _PromptAnswerTask:
         positions that would predict a prompt token (no loss is taken there).
         """
         _check_split(split, self.splits)
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, minimum=1)
         _check_rng(rng)
         index = rng.choice(self._split_index[split], size=batch_size)  # (B,)
         seq = self.sequences(self._problems_from_index(index))  # (B, P + A)
@@ -245,10 +251,10 @@ class _PromptAnswerTask:
         shuffled. Returns the fraction solved, a float in ``[0, 1]``.
         """
         _check_split(split, self.splits)
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, minimum=1)
         index = self._split_index[split]
         if max_problems is not None:
-            _check_positive_int("max_problems", max_problems)
+            check_int("max_problems", max_problems, minimum=1)
             index = index[:max_problems]
         seq = self.sequences(self._problems_from_index(index))  # (N, P + A)
         solved = 0
@@ -293,7 +299,7 @@ class AdderTask(_PromptAnswerTask):
     vocab_size = 10
 
     def __init__(self, n_digits=2, test_fraction=0.1, seed=1337):
-        _check_positive_int("n_digits", n_digits)
+        check_int("n_digits", n_digits, minimum=1)
         if n_digits > 3:
             raise ValueError(f"n_digits must be at most 3 (so all pairs can be enumerated), got {n_digits}")
         self.n_digits = n_digits
@@ -342,8 +348,8 @@ class SorterTask(_PromptAnswerTask):
     """
 
     def __init__(self, length=6, num_values=3, test_fraction=0.1, seed=1337):
-        _check_positive_int("length", length)
-        _check_positive_int("num_values", num_values)
+        check_int("length", length, minimum=1)
+        check_int("num_values", num_values, minimum=1)
         if num_values < 2:
             raise ValueError(f"num_values must be at least 2 for sorting to mean anything, got {num_values}")
         if num_values**length > 1_000_000:
@@ -388,20 +394,96 @@ def _digits(values, width, least_significant_first, base=10):
 
 
 # ----------------------------------------------------------------------------
+# One interface for the training loop
+
+BUILT_IN = ("pystdlib", "adder", "sorter")
+
+
+class Batches:
+    """The batches of a run: a text file, the built-in corpus, or a synthetic task.
+
+    ``data`` is the path of a UTF-8 text file or one of :data:`BUILT_IN`. What the
+    training loop uses, and all that another source of batches must offer:
+
+    * ``get(split, rng) -> (x, y)``, two ``(batch_size, block_size)`` ``int64`` arrays;
+    * ``splits``: the names of the splits, training first, the one that picks the best
+      checkpoint last (``("train", "val")`` for text, ``("train", "test")`` for a task);
+    * ``vocab_size`` and ``block_size``;
+    * ``tokenizer``: saved in checkpoints (``None`` for a task, whose tokens are digits).
+
+    A text also has ``source`` (its absolute path, or ``"pystdlib"``) and ``text_sha256``,
+    by which a resumed run recognises its text under any path: given ``text_sha256``
+    (a resumed run's), another text is refused. ``tokenizer`` is the one to encode the
+    text with (a resumed run's); without one, ``build_tokenizer(tokenizer_kind, text,
+    vocab_size)`` makes it: ``"char"`` (the default), ``"bpe"`` (trained on the text), or
+    a directory of saved BPE files.
+    """
+
+    def __init__(self, data, batch_size, block_size, tokenizer=None, text_sha256=None, tokenizer_kind="char",
+                 vocab_size=4096):
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("block_size", block_size, minimum=1)
+        self.batch_size = batch_size
+        self.task_name = data if data in ("adder", "sorter") else None
+        self.text_sha256 = None
+        if self.task_name:
+            if tokenizer_kind != "char":
+                raise ValueError(
+                    f"--tokenizer {tokenizer_kind} is for text data; the {data} task has its own digit tokens"
+                )
+            self.task = AdderTask() if data == "adder" else SorterTask()
+            self.tokenizer = None
+            self.splits = self.task.splits
+            self.vocab_size, self.block_size = self.task.vocab_size, self.task.block_size
+            self.source = data
+            return
+        self.task = None
+        self.source = data if data == "pystdlib" else os.path.abspath(data)
+        text = pystdlib_corpus() if data == "pystdlib" else _load_text_or_hint(data)
+        self.text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if text_sha256 is not None and self.text_sha256 != text_sha256:
+            raise ValueError(
+                f"the text of {data} is not the text this run was trained on (its SHA-256 is "
+                f"{self.text_sha256[:12]}..., the run's {text_sha256[:12]}...); give --data the path of that text"
+            )
+        if tokenizer is None:
+            tokenizer = build_tokenizer(tokenizer_kind, text, vocab_size)
+        self.dataset = TextDataset(text, tokenizer)
+        self.tokenizer = self.dataset.tokenizer
+        self.splits, self.vocab_size = self.dataset.splits, self.dataset.vocab_size
+        self.block_size = block_size
+        for split in self.splits:  # fail now, not at the first batch
+            n = len(self.dataset.ids(split))
+            if n < block_size + 1:
+                raise ValueError(
+                    f"the {split} split of {data} has {n} tokens, fewer than block_size + 1 = "
+                    f"{block_size + 1}; use more text or a smaller --block_size"
+                )
+
+    def get(self, split, rng):
+        if self.task is not None:
+            return self.task.get_batch(split, self.batch_size, rng)
+        return self.dataset.get_batch(split, self.batch_size, self.block_size, rng)
+
+
+def _load_text_or_hint(path):
+    """load_text, but a missing file whose name is close to a built-in one suggests it."""
+    try:
+        return load_text(path)
+    except FileNotFoundError as error:
+        close = difflib.get_close_matches(os.path.basename(path), BUILT_IN, n=1, cutoff=0.75)
+        if close:
+            raise FileNotFoundError(f"{error}; did you mean the built-in {close[0]!r}?") from None
+        raise
+
+
+# ----------------------------------------------------------------------------
 # Argument checks shared by the datasets
 
 
 def _check_split(split, splits):
     if split not in splits:
         raise ValueError(f"split must be one of {', '.join(map(repr, splits))}, got {split!r}")
-
-
-def _check_positive_int(name, value):
-    # bool is an int subclass, but batch_size=True is a bug, not a request for one row.
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
 
 
 def _check_rng(rng):

@@ -10,7 +10,8 @@ V = vocab_size.
 """
 
 import math
-from dataclasses import asdict, dataclass, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from . import functional as F
 from . import rng
 from .nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList
 from .tensor import Tensor, is_grad_enabled, no_grad
+from .validate import check_int, check_number
 
 
 @dataclass
@@ -31,20 +33,22 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    # The MLP's GELU: "none" is the exact erf form nanoGPT trains with; "tanh" is the
+    # approximation GPT-2 was trained with (Hugging Face's "gelu_new"), which its weights need.
+    gelu_approximate: str = "none"
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
+            check_int(f"GPTConfig: {name}", getattr(self, name), minimum=1)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"GPTConfig: dropout must be a number in [0, 1), got {self.dropout!r}")
+        check_number("GPTConfig: dropout", self.dropout, minimum=0, below=1)
         if not isinstance(self.bias, bool):
             raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"GPTConfig: gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -111,7 +115,7 @@ class CausalSelfAttention(Module):
 class MLP(Module):
     def __init__(self, config):
         self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = GELU()  # exact erf form, as nanoGPT's nn.GELU()
+        self.gelu = GELU(config.gelu_approximate)  # "none": exact erf form, as nanoGPT's nn.GELU()
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
@@ -147,6 +151,25 @@ class GPT(Module):
         self.lm_head.weight = self.transformer.wte.weight
         self._init_weights()
 
+    @classmethod
+    def from_pretrained(cls, directory, dropout=0.0):
+        """The GPT-2 of a Hugging Face directory (config.json, model.safetensors), see pretrained.py."""
+        from .pretrained import load_pretrained  # here, not at the top: pretrained.py imports this file
+
+        model, _ = load_pretrained(directory, dropout=dropout)
+        return model
+
+    def crop_block_size(self, block_size):
+        """Keep the first `block_size` positions (nanoGPT's model surgery): fine-tuning a GPT-2
+        of 1024 positions on shorter sequences then saves and resumes as a model of that size."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"GPT: block_size must be in [1, {self.config.block_size}], got {block_size}")
+        self.config = replace(self.config, block_size=block_size)
+        wpe = self.transformer.wpe
+        wpe.weight.data, wpe.weight.grad = wpe.weight.data[:block_size].copy(), None  # (block_size, C)
+        wpe.num_embeddings = block_size
+        return self
+
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02) weights, zero biases, and the residual projections
         (c_proj) scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does
@@ -157,7 +180,7 @@ class GPT(Module):
                 p.data[...] = 0
             elif name.endswith("weight") and p.ndim == 2:
                 std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
-                p.data[...] = gen.normal(0.0, std, p.shape)
+                rng.draw_into(p.data, lambda shape: gen.normal(0.0, std, shape))
             # LayerNorm weights (1-D) keep their ones.
 
     def get_num_params(self, non_embedding=True):
@@ -223,38 +246,70 @@ class GPT(Module):
         """
         given_tensor = isinstance(idx, Tensor)
         idx = np.asarray(idx.data if given_tensor else idx)
+        stream = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        with _inference(self):  # once here, so the stream's steps find eval mode set (see _inference)
+            new_tokens = [token[:, None] for token in stream]  # each (B, 1)
+        out = np.concatenate([idx.astype(np.int64)] + new_tokens, axis=1)  # (B, T + max_new_tokens)
+        return Tensor(out) if given_tensor else out
+
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
+                        use_cache=True):
+        """The tokens `generate` appends, yielded as they are drawn: an int64 array (B,) per step.
+
+        Same arguments as `generate`, checked here rather than at the first
+        step. Nothing global is held between two steps (eval mode and
+        `no_grad` are set around each forward and restored), so a caller may
+        interleave several streams in one thread; closing the generator stops
+        the generation and frees its KV cache.
+        """
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p)
         gen = generator if generator is not None else rng.get_generator()
+        return self._stream(idx.astype(np.int64), max_new_tokens, temperature, top_k, top_p, gen, use_cache)
+
+    def _stream(self, out, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
         block = self.config.block_size
-        was_training = self.training
-        self.eval()
-        out = idx.astype(np.int64)
         cache = pending = None
-        try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    if not use_cache:
-                        logits, _ = self(out[:, -block:])  # (B, 1, V)
-                    else:
-                        if cache is None or cache.length == block:
-                            # Start the cache from the prompt, or restart it once full.
-                            keep = block if cache is None else max(block // 2, 1)
-                            cache = KVCache(self.config, out.shape[0], self.lm_head.weight.dtype)
-                            pending = out[:, -keep:]  # (B, <= block)
-                        logits, _ = self(pending, kv_cache=cache)  # (B, 1, V)
-                    next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k, top_p, gen)  # (B,)
-                    out = np.concatenate([out, next_token[:, None]], axis=1)  # (B, T + 1)
-                    pending = next_token[:, None]  # (B, 1): only the new token goes through next
-        finally:
-            self.train(was_training)
-        return Tensor(out) if given_tensor else out
+        for _ in range(max_new_tokens):
+            with _inference(self):
+                if not use_cache:
+                    logits, _ = self(out[:, -block:])  # (B, 1, V)
+                else:
+                    if cache is None or cache.length == block:
+                        # Start the cache from the prompt, or restart it once full.
+                        keep = block if cache is None else max(block // 2, 1)
+                        cache = KVCache(self.config, out.shape[0], self.lm_head.weight.dtype)
+                        pending = out[:, -keep:]  # (B, <= block)
+                    logits, _ = self(pending, kv_cache=cache)  # (B, 1, V)
+                next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k, top_p, gen)  # (B,)
+            out = np.concatenate([out, next_token[:, None]], axis=1)  # (B, T + 1)
+            pending = next_token[:, None]  # (B, 1): only the new token goes through next
+            yield next_token
+
+
+@contextmanager
+def _inference(model):
+    """Eval mode without a graph, then the model's mode as it was.
+
+    Switching modes walks every module (about 1 ms for the baby GPT), so it is
+    done only when the model is in training mode: a model already in eval
+    mode, as `generate` leaves it for its stream, pays nothing per step.
+    """
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 def _check_sampling_args(idx, max_new_tokens, temperature, top_k, top_p):
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"generate: idx must have shape (B, T) with T >= 1, got {idx.shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    check_int("generate: max_new_tokens", max_new_tokens, minimum=0)
     if not 0 <= temperature < math.inf:
         raise ValueError(f"generate: temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import functional as F
 from . import rng
-from .ops.lora import LoRALinear as LoRALinearOp
+from .ops.lora import LoRALinearOp
 from .tensor import Tensor
 
 
@@ -170,7 +170,8 @@ class ModuleDict(Module):
 
 
 def _uniform(shape, bound, dtype):
-    return rng.get_generator().uniform(-bound, bound, shape).astype(dtype)
+    gen = rng.get_generator()
+    return rng.draw_into(np.empty(shape, dtype), lambda block_shape: gen.uniform(-bound, bound, block_shape))
 
 
 class Linear(Module):
@@ -197,8 +198,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, dtype=np.float32):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        weight = rng.get_generator().standard_normal((num_embeddings, embedding_dim))
-        self.weight = Parameter(weight.astype(dtype))
+        weight = rng.draw_into(np.empty((num_embeddings, embedding_dim), dtype), rng.get_generator().standard_normal)
+        self.weight = Parameter(weight)
 
     def forward(self, idx):
         return F.embedding(idx, self.weight)

@@ -23,6 +23,24 @@ def get_generator():
     return _generator
 
 
+# Elements drawn per call by `draw_into`: 8 MB of float64 at a time, however large the array.
+DRAW_CHUNK_ELEMENTS = 1 << 20
+
+
+def draw_into(out, draw):
+    """out[...] = draw(out.shape), a block of rows at a time; returns out.
+
+    A Generator draws in C order, so the numbers are those of one call, but the float64
+    temporary is one block instead of the whole array (GPT-2's token embedding table
+    alone would need 309 MB of it, twice its float32 size).
+    """
+    rows = max(1, DRAW_CHUNK_ELEMENTS // max(1, int(np.prod(out.shape[1:]))))
+    for start in range(0, out.shape[0], rows):
+        block = out[start : start + rows]
+        block[...] = draw(block.shape)
+    return out
+
+
 def get_rng_state():
     """The generator's state as a JSON-serializable dict (for checkpoints)."""
     return _generator.bit_generator.state

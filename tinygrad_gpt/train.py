@@ -1,18 +1,21 @@
-"""The training loop, as in nanoGPT: batches, AdamW, evaluation, checkpoints, resume.
+"""The training loop, as in nanoGPT: AdamW, evaluation, checkpoints, resume.
 
 `train(TrainConfig(...))` runs it. Every `eval_interval` iterations it
 estimates the train and val loss over `eval_iters` batches (eval mode, no
 graph), saves `ckpt_last.npz` (and `ckpt_best.npz` when val improves) and
 writes the loss history to `history.csv`. A checkpoint holds the model,
-optimizer state and both random generators' states, so `resume=True`
-continues bit-for-bit as if the run had never stopped.
+optimizer state and both random generators' states (see training_state.py),
+so `resume=True` continues bit-for-bit as if the run had never stopped.
 
-Ctrl-C (SIGINT) or SIGTERM saves `ckpt_last.npz` at the end of the current
-step and raises `TrainingInterrupted`. A NaN or Inf loss (or parameter) raises
+The pieces around the loop live with their own kind: batches in data.py,
+checkpoints in training_state.py, the progress display and Ctrl-C in
+progress.py. Given a `stop` flag (progress.StopSignals), a signal saves
+`ckpt_last.npz` at the end of the current step and raises
+`TrainingInterrupted`. A NaN or Inf loss (or parameter) raises
 `TrainingDiverged` without saving, so `ckpt_last.npz` stays the last good
-state. Bad settings, data or checkpoints raise a ValueError (a CheckpointError
-for checkpoints) or an OSError with one sentence naming what is wrong, before
-anything is written.
+state. Bad settings, data or checkpoints raise a ValueError or TypeError (a
+CheckpointError for checkpoints) or an OSError with one sentence naming what
+is wrong, before anything is written.
 """
 
 import csv
@@ -22,39 +25,43 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from . import rng
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import AdderTask, SorterTask, TextDataset, load_text, pystdlib_corpus
+from .data import BUILT_IN, Batches
 from .gpt import GPT, GPTConfig
 from .optim import clip_grad_norm_, configure_optimizer, cosine_lr
+from .progress import Progress
 from .tensor import no_grad
-from .tokenizers import CharTokenizer
+from .training_state import load_model  # noqa: F401  (re-exported: `tinygrad_gpt.train.load_model` is the documented entry)
+from .training_state import load_training_state, restore_training_state, save_training_state
+from .validate import check_int, check_number
 
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+# The model's settings are GPTConfig's own fields, all but vocab_size (the data decides it),
+# so the two cannot drift apart; only the defaults differ: a baby GPT without biases.
+BABY_GPT = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False)
+ModelSettings = dataclasses.make_dataclass(
+    "ModelSettings",
+    [(f.name, f.type, dataclasses.field(default=BABY_GPT.get(f.name, f.default)))
+     for f in fields(GPTConfig) if f.name != "vocab_size"],
+)
 
 
 @dataclass
-class TrainConfig:
-    """Every knob of a run, with nanoGPT's names. Defaults: a baby GPT on the
-    embedded Python-stdlib corpus: 5000 iterations, about 3 minutes on 2 cores."""
+class TrainConfig(ModelSettings):
+    """Every knob of a run, with nanoGPT's names: the model's (ModelSettings, from
+    GPTConfig) and these. Defaults: a baby GPT on the embedded Python-stdlib corpus."""
 
     data: str = "pystdlib"  # a UTF-8 text file, or one of: pystdlib, adder, sorter
+    tokenizer: str = "char"  # char, bpe (trained on the text), or a directory of vocab.json + merges.txt
+    vocab_size: int = 4096  # tokens of the BPE that --tokenizer bpe trains (the model takes the tokenizer's)
     out_dir: str = "out"
-    # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = False
     # optimization
-    batch_size: int = 12
+    batch_size: int = 12  # rows per optimizer step, over all micro-batches
+    gradient_accumulation_steps: int = 1  # micro-batches of batch_size / this rows per step
     max_iters: int = 5000
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
@@ -74,30 +81,34 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval",
-                    "eval_iters", "log_interval")
+        positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "gradient_accumulation_steps",
+                    "eval_interval", "eval_iters", "log_interval")
         for name in positive:
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("max_iters", "warmup_iters", "lr_decay_iters", "sample_tokens", "seed"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int(name, getattr(self, name), minimum=0)
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_number(name, getattr(self, name), minimum=0)
         for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+            check_number(name, getattr(self, name), minimum=0, below=1)
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps}): each micro-batch has batch_size / steps rows"
+            )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not isinstance(self.data, str) or not self.data:
-            raise ValueError(f"data must be a file path or one of pystdlib, adder, sorter, got {self.data!r}")
+            raise ValueError(f"data must be a file path or one of {', '.join(BUILT_IN)}, got {self.data!r}")
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise ValueError(f"tokenizer must be 'char', 'bpe' or a directory of BPE files, got {self.tokenizer!r}")
+        check_int("vocab_size", self.vocab_size, minimum=257)  # the 256 bytes and <|endoftext|>
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise ValueError(f"out_dir must be a directory path, got {self.out_dir!r}")
         self.model_config()  # validates n_embd % n_head, dropout, bias
 
     def model_config(self, vocab_size=1):
-        return GPTConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        return GPTConfig(vocab_size=vocab_size, **{f.name: getattr(self, f.name) for f in fields(ModelSettings)})
 
     @classmethod
     def from_dict(cls, d, source=None):
@@ -112,13 +123,8 @@ class TrainConfig:
                 raise ValueError(f"{prefix}unknown key {key!r}{hint}")
         try:
             return cls(**d)
-        except ValueError as error:
-            raise ValueError(f"{prefix}{error}") from None
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{prefix}{error}") from None
 
 
 def load_config_file(path):
@@ -137,215 +143,60 @@ def load_config_file(path):
     return d
 
 
-# ---- data ---------------------------------------------------------------------
-
-
-class Batches:
-    """One interface over text corpora and the synthetic tasks: `get(split, rng) -> (x, y)`."""
-
-    def __init__(self, config, tokenizer=None):
-        self.kind = config.data if config.data in ("pystdlib", "adder", "sorter") else "text"
-        if self.kind in ("adder", "sorter"):
-            self.task = AdderTask() if self.kind == "adder" else SorterTask()
-            self.splits = self.task.splits
-            self.vocab_size, self.block_size = self.task.vocab_size, self.task.block_size
-            self.tokenizer = None
-        else:
-            text = pystdlib_corpus() if self.kind == "pystdlib" else load_text(config.data)
-            if tokenizer is not None:
-                data_vocab = "".join(sorted(set(text)))
-                if data_vocab != tokenizer.chars:
-                    raise ValueError(
-                        f"the characters of {config.data} ({len(data_vocab)} distinct) are not the vocabulary "
-                        f"of the checkpoint ({tokenizer.vocab_size} characters); resume on the text it was trained on"
-                    )
-            self.dataset = TextDataset(text, tokenizer)
-            self.tokenizer = self.dataset.tokenizer
-            self.splits, self.vocab_size = self.dataset.splits, self.dataset.vocab_size
-            self.block_size = config.block_size
-            for split in self.splits:  # fail now, not at the first batch
-                n = len(self.dataset.ids(split))
-                if n < config.block_size + 1:
-                    raise ValueError(
-                        f"the {split} split of {config.data} has {n} tokens, fewer than "
-                        f"block_size + 1 = {config.block_size + 1}; use more text or a smaller --block_size"
-                    )
-        self.batch_size = config.batch_size
-
-    @property
-    def eval_split(self):
-        return self.splits[1]
-
-    def get(self, split, generator):
-        if self.kind in ("adder", "sorter"):
-            return self.task.get_batch(split, self.batch_size, generator)
-        return self.dataset.get_batch(split, self.batch_size, self.block_size, generator)
-
-
-# ---- progress -----------------------------------------------------------------
-
-
-class Progress:
-    """Log lines: a live single line on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.live = self.stream.isatty()
-        self._live_line = False
-
-    def step(self, text):
-        if self.live:
-            self.stream.write("\r" + text.ljust(100)[:150])
-            self._live_line = True
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def line(self, text):
-        self.finish()
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def finish(self):
-        """End a live line, so whatever is printed next starts on a line of its own."""
-        if self._live_line:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._live_line = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.finish()
-
-
-def _format_seconds(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-# ---- the run ------------------------------------------------------------------
-
-
 class TrainingInterrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after saving a checkpoint."""
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint in `out_dir`."""
 
-    def __init__(self, message, signal_number):
+    def __init__(self, message, signal_number, out_dir):
         super().__init__(message)
         self.signal_number = signal_number
+        self.out_dir = out_dir
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a parameter became NaN or Inf; the last good checkpoint was kept."""
 
 
-class _StopSignals:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps, so a
-    checkpoint is never written halfway through a step. A second signal stops at once."""
+class Hooks:
+    """Where other ways of training plug into the loop; these defaults do nothing.
 
-    def __init__(self):
-        self.received = None
+    Data-parallel training (distributed.DataParallelHooks), for instance, gives
+    each rank its rows of the batch in `prepare`, averages the losses over ranks
+    in `reduce_loss` and `reduce_losses`, the gradients in `step`, agrees on a
+    stop signal in `stop_signal`, and lets only rank 0 be the writer of
+    checkpoints and history.
+    """
 
-    def __enter__(self):
-        self._previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: signals stay as they are
-                pass
-        return self
+    is_writer = True  # whether this process writes checkpoints and history.csv
 
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
+    def prepare(self, config, batches, model, optimizer):
+        """The (batches, optimizer) to train with, once the weights and states are set or restored."""
+        return batches, optimizer
 
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    def after_backward(self, model):
+        """Called with the gradients of one optimizer step, before they are clipped."""
 
+    def step(self, model, optimizer, grad_clip):
+        """Clip the gradients' global norm to grad_clip (0: off) and take the optimizer step."""
+        self.after_backward(model)
+        if grad_clip > 0:
+            clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
 
-def _checkpoint_paths(out_dir):
-    return os.path.join(out_dir, "ckpt_last.npz"), os.path.join(out_dir, "ckpt_best.npz")
+    def reduce_loss(self, loss):
+        """The training loss of one step to record and check."""
+        return loss
 
+    def reduce_losses(self, losses):
+        """The eval losses ({split: mean loss}) to act on."""
+        return losses
 
-def save_training_state(path, model, optimizer, config, batches, iter_num, best_val_loss, history, data_rng):
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
-    metadata = {
-        "model_config": model.config.to_dict(),
-        "train_config": dataclasses.asdict(config),
-        "tokenizer": batches.tokenizer.to_dict() if batches.tokenizer else None,
-        "task": batches.kind if batches.kind in ("adder", "sorter") else None,
-        "iter_num": iter_num,
-        "best_val_loss": best_val_loss,
-        "rng_state": rng.get_rng_state(),
-        "data_rng_state": data_rng.bit_generator.state,
-        "history": history,
-    }
-    save_checkpoint(path, arrays, metadata)
+    def stop_signal(self, received):
+        """The signal number to stop for (or None), given the one this process received."""
+        return received
 
 
-def load_model(path):
-    """(model, metadata, arrays) from a checkpoint written by training, with clear errors."""
-    arrays, metadata = load_checkpoint(path)
-    try:
-        config = GPTConfig.from_dict(metadata["model_config"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} has no valid model config ({error})") from None
-    weights = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    dtype = next(iter(weights.values())).dtype if weights else np.dtype(np.float32)
-    if dtype not in (np.float32, np.float64):
-        raise CheckpointError(f"checkpoint {path} holds {dtype} weights, expected float32 or float64")
-    # Convert the model first: loading float64 weights into float32 parameters would round them.
-    model = GPT(config).to(dtype)
-    try:
-        model.load_state_dict(weights)
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} does not match its model config: {error}") from None
-    return model, metadata, arrays
-
-
-# What `train` writes in a checkpoint's metadata besides the model config, and needs to resume.
-_TRAINING_STATE = ("train_config", "tokenizer", "iter_num", "best_val_loss", "rng_state", "data_rng_state", "history")
-
-
-def _load_training_state(path):
-    """(metadata, arrays, tokenizer or None) of the checkpoint a run resumes from."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"cannot resume: there is no checkpoint at {path}")
-    _, metadata, arrays = load_model(path)  # checks the format, the checksum and the weights' shapes
-    missing = [key for key in _TRAINING_STATE if key not in metadata]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} cannot be resumed: it lacks the training state {missing}")
-    if not isinstance(metadata["train_config"], dict) or type(metadata["iter_num"]) is not int:
-        raise CheckpointError(f"checkpoint {path} cannot be resumed: its train_config or iter_num is damaged")
-    tokenizer = None
-    if metadata["tokenizer"] is not None:
-        try:
-            tokenizer = CharTokenizer.from_dict(metadata["tokenizer"])
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {path} has an invalid tokenizer ({error})") from None
-    return metadata, arrays, tokenizer
-
-
-def _check_resume(path, metadata, config, model_config):
-    """The model being resumed must be the checkpoint's, and not already past max_iters."""
-    saved_model = metadata["model_config"]
-    for name, value in model_config.to_dict().items():
-        if saved_model.get(name) != value:
-            raise ValueError(
-                f"cannot resume: {name} is {value!r} but checkpoint {path} was trained with {saved_model.get(name)!r}"
-            )
-    if metadata["iter_num"] > config.max_iters:
-        raise ValueError(
-            f"cannot resume: checkpoint {path} is at iteration {metadata['iter_num']}, past max_iters "
-            f"{config.max_iters}; give a larger --max_iters"
-        )
-
-
-def train(config, resume=False, progress=None, explicit=(), overwrite=False):
+def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite=False,
+          batches=None, model=None, optimizer=None, hooks=None):
     """Run training; returns a dict with the model, the final losses and paths.
 
     With `resume`, continue from `config.out_dir`/ckpt_last.npz: settings
@@ -355,119 +206,87 @@ def train(config, resume=False, progress=None, explicit=(), overwrite=False):
     unless `overwrite` is set, so a forgotten --resume loses no work.
     Everything is checked before the output directory is touched.
 
-    Raises ValueError (CheckpointError for a bad checkpoint), OSError
-    (CheckpointWriteError when a checkpoint cannot be written; the previous
-    one is then intact), TrainingDiverged, or TrainingInterrupted.
-    """
-    progress = progress or Progress()
-    last_path, best_path = _checkpoint_paths(config.out_dir)
-    saved_meta, saved_arrays, tokenizer = None, None, None
-    if not resume and not overwrite:
-        existing = [p for p in (last_path, best_path) if os.path.exists(p)]
-        if existing:
-            raise FileExistsError(
-                f"{existing[0]} already exists; continue that run with --resume, "
-                f"start over with --overwrite, or choose another --out_dir"
-            )
-    if resume:
-        saved_meta, saved_arrays, tokenizer = _load_training_state(last_path)
-        config = TrainConfig.from_dict(
-            {**saved_meta["train_config"], **{k: getattr(config, k) for k in explicit}, "out_dir": config.out_dir},
-            source=f"checkpoint {last_path}",
-        )
-        saved_data = saved_meta["train_config"].get("data")
-        if config.data != saved_data:
-            raise ValueError(
-                f"cannot resume: data is {config.data!r} but checkpoint {last_path} was trained on {saved_data!r}"
-            )
+    `progress` shows the log (default: progress.Progress() on stdout); `stop`
+    is checked between steps: once its `received` is a signal number the run
+    saves and raises TrainingInterrupted. `batches` (see data.Batches for what
+    they must offer), `model` and `optimizer` replace the ones the config
+    would build; `hooks` is a Hooks.
 
-    batches = Batches(config, tokenizer)
-    model_config = config.model_config(batches.vocab_size)
-    if batches.block_size > model_config.block_size:
-        model_config = dataclasses.replace(model_config, block_size=batches.block_size)
-    if saved_meta:
-        _check_resume(last_path, saved_meta, config, model_config)
-    _prepare_out_dir(config.out_dir)
-    rng.manual_seed(config.seed)
-    model = GPT(model_config).to(np.dtype(config.dtype))
-    optimizer = configure_optimizer(model, config.learning_rate, (config.beta1, config.beta2), config.weight_decay)
+    Raises ValueError or TypeError (CheckpointError for a bad checkpoint),
+    OSError (CheckpointWriteError when a checkpoint cannot be written; the
+    previous one is then intact), TrainingDiverged, or TrainingInterrupted.
+    """
+    progress, hooks = progress or Progress(), hooks or Hooks()
+    config, batches, model, optimizer, saved = _build_run(config, resume, explicit, overwrite, batches, model,
+                                                          optimizer)
+    last_path, best_path = _checkpoint_paths(config.out_dir)
+    if hooks.is_writer:
+        _prepare_out_dir(config.out_dir)
+        if config.tokenizer == "bpe" and not saved:  # a tokenizer trained for this run, reusable with --tokenizer DIR
+            tokenizer_dir = os.path.join(config.out_dir, "tokenizer")
+            batches.tokenizer.save(tokenizer_dir)
+            progress.line(f"BPE tokenizer of {batches.tokenizer.vocab_size} tokens trained, saved in {tokenizer_dir}")
     data_rng = np.random.default_rng(config.seed)
     iter_num, best_val_loss, history = 0, float("inf"), []
-    if saved_meta:
-        try:
-            model.load_state_dict({k[6:]: v for k, v in saved_arrays.items() if k.startswith("model/")})
-            optimizer.load_state_dict({k[6:]: v for k, v in saved_arrays.items() if k.startswith("optim/")})
-            rng.set_rng_state(saved_meta["rng_state"])
-            data_rng.bit_generator.state = saved_meta["data_rng_state"]
-            iter_num, best_val_loss = saved_meta["iter_num"], float(saved_meta["best_val_loss"])
-            history = list(saved_meta["history"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(
-                f"checkpoint {last_path} cannot be resumed, its training state is damaged ({error})"
-            ) from None
+    if saved:
+        iter_num, best_val_loss, history = restore_training_state(last_path, *saved, model, optimizer, data_rng)
         progress.line(f"resuming from {last_path} at iteration {iter_num}")
-
-    progress.line(
-        f"data {config.data}: vocab {batches.vocab_size} | model {model.get_num_params() / 1e6:.2f}M params "
-        f"({config.n_layer} layers, {config.n_head} heads, {config.n_embd} embd, block {model_config.block_size}) "
-        f"| {config.max_iters} iters of {config.batch_size}x{batches.block_size} tokens"
-    )
-
-    saved_iter = iter_num if saved_meta else None  # the iteration ckpt_last.npz holds
+        if iter_num >= config.max_iters:
+            progress.line(f"the run already reached max_iters {config.max_iters}, so there is nothing to train; "
+                          f"to train longer, resume with a larger --max_iters (such as {2 * config.max_iters})")
+    batches, optimizer = hooks.prepare(config, batches, model, optimizer)
+    start_iter, saved_iter = iter_num, (iter_num if saved else None)  # saved_iter: what ckpt_last.npz holds
+    progress.line(_describe_run(config, batches, model))
 
     def diverged(what):
-        write_history(config.out_dir, history)  # keep the record of how it went wrong
+        save()  # keep the record of how it went wrong, but not the broken weights
         raise TrainingDiverged(
             f"{what} at iteration {iter_num}; training stopped and {last_path} still holds the last good "
             f"state, from iteration {saved_iter} (try a lower --learning_rate)"
         )
 
-    def save(path):
+    def save(*paths):
+        """The one place that writes: the checkpoints at `paths`, then history.csv."""
         nonlocal saved_iter
-        for name, p in model.named_parameters():
+        for name, p in model.named_parameters() if paths else ():
             if not np.isfinite(p.data).all():
                 diverged(f"parameter {name} became NaN or Inf")
-        save_training_state(path, model, optimizer, config, batches, iter_num, best_val_loss, history, data_rng)
-        if path == last_path:
-            saved_iter = iter_num
+        # Asked of every process: a sharded optimizer (ZeRO-1) gathers its state to the writer here.
+        optimizer_state = optimizer.state_dict() if paths else None
+        if not hooks.is_writer:
+            return
+        for path in paths:
+            save_training_state(path, model, optimizer_state, dataclasses.asdict(config), batches, iter_num,
+                                best_val_loss, history, data_rng)
+        saved_iter = iter_num if last_path in paths else saved_iter
+        write_history(config.out_dir, history)
 
-    tokens_per_iter = config.batch_size * batches.block_size
-    step_times = []
+    eval_split, step_times = batches.splits[-1], []
     # A resumed run has already evaluated (and saved) the iteration it starts from.
     last_eval = max((row["iter"] for row in history if row.get("eval")), default=None)
     # NumPy's overflow warnings are silenced: a diverging run is reported once, clearly, by diverged().
     # Leaving `progress` ends its live line, however the loop ends.
-    with _StopSignals() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"), progress:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), progress:
         while True:
             due = iter_num % config.eval_interval == 0 or iter_num == config.max_iters
             if due and iter_num != last_eval:
-                losses = estimate_loss(model, batches, config.eval_iters, seed=config.seed + iter_num)
+                losses = hooks.reduce_losses(estimate_loss(model, batches, config.eval_iters, config.seed + iter_num))
                 last_eval = iter_num
                 history.append({"iter": iter_num, "eval": True, **losses})
                 for split, value in losses.items():
                     if not math.isfinite(value):
                         diverged(f"the {split} loss estimate became {value}")
-                improved = losses[batches.eval_split] < best_val_loss
-                if improved:
-                    best_val_loss = losses[batches.eval_split]
-                progress.line(
-                    f"step {iter_num}: train loss {losses['train']:.4f}, "
-                    f"{batches.eval_split} loss {losses[batches.eval_split]:.4f}"
-                    + (" (best so far)" if improved else "")
-                )
+                improved = losses[eval_split] < best_val_loss
+                best_val_loss = min(best_val_loss, losses[eval_split])
+                progress.line(f"step {iter_num}: train loss {losses['train']:.4f}, {eval_split} loss "
+                              f"{losses[eval_split]:.4f}" + (" (best so far)" if improved else ""))
+                save(*((last_path, best_path) if improved else (last_path,)))
+            received = hooks.stop_signal(stop.received if stop is not None else None)
+            if received is not None:
                 save(last_path)
-                if improved:
-                    save(best_path)
-                write_history(config.out_dir, history)
-            if stop.received is not None:
-                save(last_path)
-                write_history(config.out_dir, history)
-                name = signal.Signals(stop.received).name
                 raise TrainingInterrupted(
-                    f"{name} received, so training stopped at iteration {iter_num} after saving {last_path} "
-                    f"(continue with: tinygpt train --resume --out_dir {config.out_dir})",
-                    stop.received,
-                )
+                    f"{signal.Signals(received).name} received, so training stopped at iteration {iter_num} "
+                    f"after saving {last_path}", received, config.out_dir)
             if iter_num >= config.max_iters:
                 break
 
@@ -475,35 +294,25 @@ def train(config, resume=False, progress=None, explicit=(), overwrite=False):
                            config.lr_decay_iters) if config.decay_lr else config.learning_rate
             optimizer.set_lr(lr)
             t0 = time.perf_counter()
-            x, y = batches.get("train", data_rng)
-            model.train()
-            _, loss = model(x, y)
-            loss_value = loss.item()
+            loss_value = hooks.reduce_loss(
+                compute_grads(model, *batches.get("train", data_rng), config.gradient_accumulation_steps))
             history.append({"iter": iter_num, "loss": loss_value, "lr": lr})
             if not math.isfinite(loss_value):
                 diverged(f"the loss became {loss_value}")
-            optimizer.zero_grad()
-            loss.backward()
-            if config.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            dt = time.perf_counter() - t0
-            step_times.append(dt)
+            hooks.step(model, optimizer, config.grad_clip)
+            step_times.append(time.perf_counter() - t0)
             iter_num += 1
             if iter_num % config.log_interval == 0 or iter_num == config.max_iters:
-                recent = float(np.median(step_times[-config.log_interval:]))
-                eta = recent * (config.max_iters - iter_num)
-                progress.step(
-                    f"iter {iter_num}/{config.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | "
-                    f"{recent * 1000:.1f} ms/iter | {tokens_per_iter / recent:,.0f} tok/s | ETA {_format_seconds(eta)}"
-                )
+                progress.step(_describe_step(config, batches, iter_num, loss_value, lr, step_times))
 
-    plot_history(config.out_dir, history)
+    if hooks.is_writer:
+        plot_history(config.out_dir, history)
     final = next(row for row in reversed(history) if row.get("eval"))  # iteration max_iters is always evaluated
-    result = {
+    return {
         "config": config,
         "model": model,
         "batches": batches,
+        "start_iter": start_iter,
         "iter_num": iter_num,
         "losses": {split: final[split] for split in batches.splits},
         "best_val_loss": best_val_loss,
@@ -511,16 +320,26 @@ def train(config, resume=False, progress=None, explicit=(), overwrite=False):
         "ckpt_best": best_path,
         "median_step_ms": float(np.median(step_times)) * 1000 if step_times else None,
     }
-    return result
 
 
-def _prepare_out_dir(out_dir):
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"cannot create the output directory {out_dir} ({error.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"the output directory {out_dir} is not writable")
+def compute_grads(model, x, y, accumulation_steps=1):
+    """Forward and backward for one optimizer step; returns its loss.
+
+    The (B, T) batch is cut into `accumulation_steps` micro-batches of B / steps
+    rows, and each micro-batch's mean loss is scaled by 1 / steps before its
+    backward, so the gradients add up to those of the mean loss over the whole
+    batch (as nanoGPT's gradient accumulation; with ignored targets, exactly so
+    when every micro-batch has as many counted targets). Only one micro-batch's
+    graph is alive at a time: that is the memory it saves.
+    """
+    model.train()
+    model.zero_grad()
+    loss_value = 0.0
+    for x_micro, y_micro in zip(np.split(x, accumulation_steps), np.split(y, accumulation_steps)):  # (B / K, T)
+        _, loss = model(x_micro, y_micro)
+        (loss * (1.0 / accumulation_steps)).backward()
+        loss_value += loss.item() / accumulation_steps
+    return loss_value
 
 
 def estimate_loss(model, batches, eval_iters, seed):
@@ -539,6 +358,15 @@ def estimate_loss(model, batches, eval_iters, seed):
             out[split] = float(np.mean(losses))
     model.train(was_training)
     return out
+
+
+def task_accuracy(model, task, split="test"):
+    """Exact-match accuracy of the model's greedy answers on a synthetic task's problems."""
+
+    def greedy_answers(prompts):  # (N, P) -> (N, answer_length)
+        return model.generate(prompts, task.answer_length, temperature=0)[:, prompts.shape[1]:]
+
+    return task.score(greedy_answers, split=split)
 
 
 def write_history(out_dir, history):
@@ -577,3 +405,106 @@ def plot_history(out_dir, history):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ---- the checks and lines around the loop ----------------------------------------
+
+
+def _checkpoint_paths(out_dir):
+    return os.path.join(out_dir, "ckpt_last.npz"), os.path.join(out_dir, "ckpt_best.npz")
+
+
+def _build_run(config, resume, explicit, overwrite, batches, model, optimizer):
+    """The run's settings, batches, model, optimizer and (when resuming) the checkpoint's
+    (metadata, arrays), all checked; nothing is written yet."""
+    last_path, best_path = _checkpoint_paths(config.out_dir)
+    if resume and overwrite:
+        raise ValueError(f"--resume continues the run in {config.out_dir} and --overwrite replaces it; give one of them")
+    saved_meta, saved_arrays, tokenizer = load_training_state(last_path) if resume else (None, None, None)
+    if resume:
+        config = _resumed_config(config, explicit, saved_meta, last_path)
+    else:
+        _refuse_to_replace(last_path, best_path, overwrite)
+    if batches is None:
+        if saved_meta:
+            _check_resumed_data(last_path, saved_meta, config)
+        saved_sha = saved_meta.get("data_sha256") if saved_meta else None
+        batches = Batches(config.data, config.batch_size, config.block_size, tokenizer,
+                          text_sha256=saved_sha, tokenizer_kind=config.tokenizer, vocab_size=config.vocab_size)
+        config = dataclasses.replace(config, data=batches.source)  # as an absolute path: resumable from anywhere
+    rng.manual_seed(config.seed)  # the model's initial weights and the dropout masks
+    if model is None:
+        # The batches' block size: a task's sequences have their own length, whatever --block_size says.
+        model_config = dataclasses.replace(config.model_config(batches.vocab_size), block_size=batches.block_size)
+        model = GPT(model_config).to(np.dtype(config.dtype))
+    if saved_meta:
+        _check_resume(last_path, saved_meta, config, model.config)
+    if optimizer is None:
+        optimizer = configure_optimizer(model, config.learning_rate, (config.beta1, config.beta2), config.weight_decay)
+    return config, batches, model, optimizer, (saved_meta, saved_arrays) if resume else None
+
+
+def _resumed_config(config, explicit, metadata, path):
+    """The checkpoint's settings, with the ones the user gave (`explicit`) on top."""
+    given = {name: getattr(config, name) for name in explicit}
+    return TrainConfig.from_dict({**metadata["train_config"], **given, "out_dir": config.out_dir},
+                                 source=f"checkpoint {path}")
+
+
+def _refuse_to_replace(last_path, best_path, overwrite):
+    existing = [p for p in (last_path, best_path) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} already exists; continue that run with --resume, "
+                              f"start over with --overwrite, or choose another --out_dir")
+
+
+def _check_resumed_data(path, metadata, config):
+    """A resumed task (or a text from a checkpoint older than data_sha256) keeps its name;
+    a text is recognised by its SHA-256 instead, under any path (data.Batches), and
+    without --data it is read from the absolute path the checkpoint stores."""
+    saved_data = metadata["train_config"].get("data")
+    if metadata.get("data_sha256") is None and config.data != saved_data:
+        raise ValueError(f"cannot resume: data is {config.data!r} but checkpoint {path} was trained on {saved_data!r}")
+    if config.data == saved_data and config.data not in BUILT_IN and not os.path.exists(saved_data):
+        raise FileNotFoundError(f"cannot resume: {saved_data}, the text this run was trained on, is gone; "
+                                f"give its new path with --data")
+
+
+def _check_resume(path, metadata, config, model_config):
+    """The model being resumed must be the checkpoint's, and not already past max_iters."""
+    saved_model = metadata["model_config"]
+    for name, value in model_config.to_dict().items():
+        if saved_model.get(name) != value:
+            raise ValueError(
+                f"cannot resume: {name} is {value!r} but checkpoint {path} was trained with {saved_model.get(name)!r}"
+            )
+    if metadata["iter_num"] > config.max_iters:
+        raise ValueError(
+            f"cannot resume: checkpoint {path} is at iteration {metadata['iter_num']}, past max_iters "
+            f"{config.max_iters}; give a larger --max_iters"
+        )
+
+
+def _prepare_out_dir(out_dir):
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the output directory {out_dir} ({error.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"the output directory {out_dir} is not writable")
+
+
+def _describe_run(config, batches, model):
+    c = model.config
+    return (f"data {config.data}: vocab {batches.vocab_size} | model {model.get_num_params() / 1e6:.2f}M params "
+            f"({c.n_layer} layers, {c.n_head} heads, {c.n_embd} embd, block {c.block_size}) "
+            f"| {config.max_iters} iters of {config.batch_size}x{batches.block_size} tokens")
+
+
+def _describe_step(config, batches, iter_num, loss_value, lr, step_times):
+    recent = float(np.median(step_times[-config.log_interval:]))  # seconds per step, robust to a slow one
+    eta = int(recent * (config.max_iters - iter_num))
+    eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m" if eta >= 3600 else f"{eta // 60}m{eta % 60:02d}s"
+    tokens_per_iter = config.batch_size * batches.block_size
+    return (f"iter {iter_num}/{config.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | "
+            f"{recent * 1000:.1f} ms/iter | {tokens_per_iter / recent:,.0f} tok/s | ETA {eta_text}")

@@ -36,7 +36,7 @@ def check_binary(op_name, a, b):
         ) from None
 
 
-class Add(Function):
+class AddOp(Function):
     def forward(self, a, b):
         check_binary("add", a, b)
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -47,7 +47,7 @@ class Add(Function):
         return unbroadcast(grad, self.a_shape), unbroadcast(grad, self.b_shape)
 
 
-class Sub(Function):
+class SubOp(Function):
     def forward(self, a, b):
         check_binary("sub", a, b)
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -58,7 +58,7 @@ class Sub(Function):
         return unbroadcast(grad, self.a_shape), unbroadcast(-grad, self.b_shape)
 
 
-class Mul(Function):
+class MulOp(Function):
     def forward(self, a, b):
         check_binary("mul", a, b)
         self.a, self.b = a, b  # each factor is the other's derivative
@@ -71,7 +71,7 @@ class Mul(Function):
         return da, db
 
 
-class Div(Function):
+class DivOp(Function):
     def forward(self, a, b):
         check_binary("div", a, b)
         self.a, self.b = a, b
@@ -88,7 +88,7 @@ class Div(Function):
         return da, db
 
 
-class Neg(Function):
+class NegOp(Function):
     def forward(self, x):
         require_float("neg", x)
         return -x
@@ -98,7 +98,7 @@ class Neg(Function):
         return -grad
 
 
-class Pow(Function):
+class PowOp(Function):
     """x ** p for a Python number p (a tensor exponent is not supported)."""
 
     def forward(self, x, exponent):
@@ -114,7 +114,7 @@ class Pow(Function):
         return grad * p * self.x ** (p - 1)
 
 
-class Exp(Function):
+class ExpOp(Function):
     def forward(self, x):
         require_float("exp", x)
         self.y = np.exp(x)  # the derivative of exp is exp itself: keep the output
@@ -125,7 +125,7 @@ class Exp(Function):
         return grad * self.y
 
 
-class Log(Function):
+class LogOp(Function):
     def forward(self, x):
         require_float("log", x)
         self.x = x
@@ -136,7 +136,7 @@ class Log(Function):
         return grad / self.x
 
 
-class Sqrt(Function):
+class SqrtOp(Function):
     def forward(self, x):
         require_float("sqrt", x)
         self.y = np.sqrt(x)
@@ -147,7 +147,7 @@ class Sqrt(Function):
         return grad / (2 * self.y)
 
 
-class Tanh(Function):
+class TanhOp(Function):
     def forward(self, x):
         require_float("tanh", x)
         self.y = np.tanh(x)
@@ -158,7 +158,7 @@ class Tanh(Function):
         return grad * (1 - self.y * self.y)
 
 
-class ReLU(Function):
+class ReLUOp(Function):
     def forward(self, x):
         require_float("relu", x)
         self.positive = x > 0  # a boolean mask is all the backward needs
@@ -169,7 +169,7 @@ class ReLU(Function):
         return np.where(self.positive, grad, grad.dtype.type(0))
 
 
-class GELU(Function):
+class GELUOp(Function):
     """GELU(x) = x * Phi(x), Phi the standard normal CDF.
 
     approximate="none" uses the exact erf form; approximate="tanh" the
@@ -189,7 +189,7 @@ class GELU(Function):
         return kernels.gelu_backward(self.x, grad, self.approximate)
 
 
-class MaskedFill(Function):
+class MaskedFillOp(Function):
     """x.masked_fill(mask, value): `value` where the boolean mask is True, else x."""
 
     def forward(self, x, mask, value):

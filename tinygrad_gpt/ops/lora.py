@@ -15,7 +15,7 @@ from .. import kernels
 from ..tensor import Function
 
 
-class LoRALinear(Function):
+class LoRALinearOp(Function):
     """y = x @ weight^T + bias + scale * (x @ lora_A^T) @ lora_B^T.
 
     x (..., in), weight (out, in), lora_A (r, in), lora_B (out, r), bias (out,)

@@ -39,7 +39,7 @@ def expand_reduced(grad, input_shape, dims, keepdim):
     return grad
 
 
-class Sum(Function):
+class SumOp(Function):
     def forward(self, x, dim=None, keepdim=False):
         self.dims = normalize_dims(dim, x.ndim, "sum")
         self.input_shape, self.keepdim = x.shape, keepdim
@@ -51,7 +51,7 @@ class Sum(Function):
         return np.broadcast_to(grad, self.input_shape).copy()  # (input_shape)
 
 
-class Mean(Function):
+class MeanOp(Function):
     def forward(self, x, dim=None, keepdim=False):
         self.dims = normalize_dims(dim, x.ndim, "mean")
         self.input_shape, self.keepdim = x.shape, keepdim
@@ -65,7 +65,7 @@ class Mean(Function):
         return np.broadcast_to(grad * scale, self.input_shape).copy()  # (input_shape)
 
 
-class Max(Function):
+class MaxOp(Function):
     """The maximum over `dim`. Ties share the gradient equally (a subgradient)."""
 
     def forward(self, x, dim=None, keepdim=False):

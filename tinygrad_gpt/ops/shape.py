@@ -13,7 +13,7 @@ from ..tensor import Function
 from .reduce import normalize_dim
 
 
-class Reshape(Function):
+class ReshapeOp(Function):
     def forward(self, x, shape):
         self.input_shape = x.shape
         try:
@@ -29,7 +29,7 @@ class Reshape(Function):
         return grad.reshape(self.input_shape)
 
 
-class Transpose(Function):
+class TransposeOp(Function):
     def forward(self, x, dim0, dim1):
         self.dim0, self.dim1 = normalize_dim(dim0, x.ndim, "transpose"), normalize_dim(dim1, x.ndim, "transpose")
         return np.swapaxes(x, self.dim0, self.dim1)
@@ -39,7 +39,7 @@ class Transpose(Function):
         return np.swapaxes(grad, self.dim0, self.dim1)
 
 
-class Permute(Function):
+class PermuteOp(Function):
     def forward(self, x, dims):
         if len(dims) != x.ndim or sorted(normalize_dim(d, x.ndim, "permute") for d in dims) != list(range(x.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of {x.ndim} axes")
@@ -59,7 +59,7 @@ def _is_basic_index(index):
     )
 
 
-class Index(Function):
+class IndexOp(Function):
     """x[index] with slices, ints, integer arrays or boolean masks (NumPy semantics)."""
 
     def forward(self, x, index):
@@ -80,7 +80,7 @@ class Index(Function):
         return dx
 
 
-class Narrow(Function):
+class NarrowOp(Function):
     """x.narrow(dim, start, length): the slice start:start+length along dim."""
 
     def forward(self, x, dim, start, length):
@@ -108,7 +108,7 @@ def _check_same(op_name, arrays):
         raise TypeError(f"{op_name}: tensors have different dtypes {sorted(map(str, dtypes))}")
 
 
-class Cat(Function):
+class CatOp(Function):
     def forward(self, *arrays, dim=0):
         _check_same("cat", arrays)
         dim = normalize_dim(dim, arrays[0].ndim, "cat")
@@ -126,7 +126,7 @@ class Cat(Function):
         return tuple(np.split(grad, self.boundaries, axis=self.dim))
 
 
-class Stack(Function):
+class StackOp(Function):
     def forward(self, *arrays, dim=0):
         _check_same("stack", arrays)
         if len({a.shape for a in arrays}) > 1:

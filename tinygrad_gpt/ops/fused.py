@@ -22,7 +22,7 @@ def _move_to_last(x, dim):
     return np.moveaxis(x, dim, -1)
 
 
-class Softmax(Function):
+class SoftmaxOp(Function):
     def forward(self, x, dim=-1):
         self.dim = dim = normalize_dim(dim, x.ndim, "softmax")
         self.y = np.moveaxis(kernels.softmax_forward(_move_to_last(x, dim)), -1, dim)
@@ -36,7 +36,7 @@ class Softmax(Function):
         return np.moveaxis(dx, -1, self.dim)
 
 
-class LogSoftmax(Function):
+class LogSoftmaxOp(Function):
     def forward(self, x, dim=-1):
         self.dim = dim = normalize_dim(dim, x.ndim, "log_softmax")
         x_max = x.max(axis=dim, keepdims=True)  # subtracted so exp cannot overflow
@@ -52,7 +52,7 @@ class LogSoftmax(Function):
         return grad - softmax * grad.sum(axis=self.dim, keepdims=True)
 
 
-class CrossEntropy(Function):
+class CrossEntropyOp(Function):
     """Mean negative log-likelihood of `targets` under softmax(logits), fused.
 
     logits (N, V), targets (N,) integer class indices; rows whose target equals
@@ -89,7 +89,7 @@ class CrossEntropy(Function):
         )  # (N, V)
 
 
-class LayerNorm(Function):
+class LayerNormOp(Function):
     """Normalize the last dim to mean 0 and variance 1, then scale and shift.
 
     Inputs are x (..., C) and then, if given, weight (C,) and bias (C,).
@@ -126,7 +126,7 @@ class LayerNorm(Function):
         return grads
 
 
-class Embedding(Function):
+class EmbeddingOp(Function):
     """weight[idx]: look up one row of the (V, C) table per integer index."""
 
     def forward(self, weight, idx):
@@ -149,7 +149,7 @@ class Embedding(Function):
         return kernels.embedding_backward(self.idx.reshape(-1), grad.reshape(-1, C), self.V)
 
 
-class Dropout(Function):
+class DropoutOp(Function):
     """Zero each element with probability p and scale the rest by 1/(1-p).
 
     The scaling ("inverted dropout") keeps the expected value unchanged, so
@@ -170,7 +170,7 @@ class Dropout(Function):
         return grad * self.mask
 
 
-class ScaledDotProductAttention(Function):
+class ScaledDotProductAttentionOp(Function):
     """softmax(q @ k^T * scale, causal mask) @ v, forward and backward fused.
 
     q (B, nh, Tq, hs), k and v (B, nh, Tk, hs). With `is_causal`, query i

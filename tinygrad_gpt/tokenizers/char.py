@@ -1,12 +1,7 @@
-"""Tokenizers: turn text into integer ids and back.
+"""The character-level tokenizer used by nanoGPT's Shakespeare demo.
 
-A language model never sees characters, only integers in ``[0, vocab_size)``. The
-tokenizer is the fixed, invertible map between the two. This file has one tokenizer,
-the character-level one used by nanoGPT's Shakespeare demo: every distinct character
-of the training text is one token. It is the simplest tokenizer that works, and it
-makes a tiny model's mistakes easy to read.
-
-Tokenizers know nothing about Tensors; they produce NumPy ``int64`` arrays.
+Every distinct character of the training text is one token. It is the simplest
+tokenizer that works, and it makes a tiny model's mistakes easy to read.
 """
 
 import numpy as np
@@ -31,6 +26,9 @@ class CharTokenizer:
     >>> tok.decode([1, 3, 2, 0])
     'hole'
     """
+
+    # A character vocabulary has no end-of-text token; the shared interface says so with None.
+    eot_token = None
 
     def __init__(self, chars):
         """Make a tokenizer whose vocabulary is ``chars``, in that order.
@@ -148,13 +146,3 @@ def _describe_chars(chars):
     shown = ", ".join(repr(ch) for ch in chars[:_MAX_CHARS_IN_ERROR])
     extra = len(chars) - _MAX_CHARS_IN_ERROR
     return shown + (f" and {extra} more" if extra > 0 else "")
-
-
-def tokenizer_from_dict(d):
-    """Rebuild any tokenizer from the description its ``to_dict`` wrote (as a checkpoint stores it)."""
-    if not isinstance(d, dict) or "type" not in d:
-        raise ValueError(f"tokenizer description must be a dict with a 'type' key, got {d!r:.80}")
-    kinds = {"char": CharTokenizer}
-    if d["type"] not in kinds:
-        raise ValueError(f"unknown tokenizer type {d['type']!r}; known types are {sorted(kinds)}")
-    return kinds[d["type"]].from_dict(d)
