@@ -18,6 +18,7 @@ import tinygrad_gpt as tg
 from tinygrad_gpt import functional as F
 from tinygrad_gpt.kernels import reference
 from tinygrad_gpt.ops import DropoutOp, NarrowOp
+from tinygrad_gpt.ops.lora import LoRALinearOp
 from tinygrad_gpt.tensor import Function, Tensor
 
 # ---- drawing inputs -----------------------------------------------------------
@@ -273,6 +274,24 @@ def _(data):
     shape = draw_shape(data, max_dims=3)
     x, w = draw_array(data, shape), draw_array(data, (data.draw(st.integers(1, 5)), shape[-1]))
     return (x, w), F.linear, lambda x, w: x @ w.T
+
+
+@case("LoRALinearOp")
+def _(data):
+    shape = draw_shape(data, max_dims=3)
+    n_in, n_out, rank = shape[-1], data.draw(st.integers(1, 5)), data.draw(st.integers(1, 3))
+    scale = data.draw(st.sampled_from([0.5, 2.0]), label="scale")
+    x, w = draw_array(data, shape), draw_array(data, (n_out, n_in))
+    a, b = draw_array(data, (rank, n_in)), draw_array(data, (n_out, rank))  # B nonzero, so dA is not trivially 0
+    inputs = (x, w, a, b) + ((draw_array(data, (n_out,)),) if data.draw(st.booleans(), label="bias") else ())
+
+    def fn(x, w, a, b, *bias):
+        return LoRALinearOp.apply(x, w, a, b, *bias, scale=scale)
+
+    def ref(x, w, a, b, *bias):
+        return x @ w.T + scale * (x @ a.T) @ b.T + (bias[0] if bias else 0)
+
+    return inputs, fn, ref
 
 
 def _softmax_np(x, axis):

@@ -8,6 +8,7 @@
     tinygpt export --ckpt out/ckpt_best.npz --out my-gpt2/   # ... and back to one
     tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
     tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
+    tinygpt finetune --init_from out/ckpt_best.npz --data pairs.jsonl --lora_rank 8   # answers, not text
     tinygpt --version
     mpiexec -n 2 tinygpt train --batch_size 8   # data parallel on 2 MPI ranks (see distributed.py)
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from . import distributed
 from .kernels.tuning import tune_process
+from .finetune import BASE_MODEL_FIELDS, FINETUNE_DEFAULTS, FinetuneConfig, finetune
 from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
@@ -170,6 +172,45 @@ def build_parser():
     eval_parser.add_argument("--report", metavar="OUT_JSON",
                              help="write every example's per-choice log-likelihoods here as JSON")
     commands.metavar = "{" + ",".join(commands.choices) + "}"  # every command, in the order added
+
+    # ---- tinygpt finetune: supervised fine-tuning, in full or with LoRA (finetune.py)
+    finetune_parser = commands.add_parser(
+        "finetune", allow_abbrev=False,
+        help="fine-tune a checkpoint or GPT-2 directory on prompt/completion pairs (JSONL), in full or with LoRA")
+    finetune_parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR")
+    finetune_parser.add_argument("--overwrite", action="store_true",
+                                 help="start a new run even if OUT_DIR already holds checkpoints (they are replaced)")
+    finetune_parser.add_argument("--truncate", action="store_true", default=argparse.SUPPRESS,
+                                 help="cut the start of prompts too long for block_size (default: refuse them)")
+    finetune_parser.add_argument("--merge", action="store_true", default=argparse.SUPPRESS,
+                                 help="with LoRA, also write OUT_DIR/ckpt_merged.npz, the adapters folded into the weights")
+    finetune_help = {
+        "init_from": "a checkpoint (.npz) or a Hugging Face GPT-2 directory",
+        "data": 'JSONL, one {"prompt": ..., "completion": ...} per line',
+        "val_data": "held-out JSONL, instead of holding out val_fraction of --data",
+        "val_fraction": "the share of --data held out when there is no --val_data",
+        "template": "how a prompt is shown to the model; the completion follows it, then the end token "
+                    "(eot_token; the newline for char models). In a shell, write a newline as $'Q: {prompt}\\nA:'",
+        "lora_rank": "train LoRA adapters of this rank instead of every weight",
+        "lora_alpha": "LoRA scale numerator: the update is (alpha / rank) B A (none: the rank)",
+        "lora_targets": "comma-separated Linear layers to adapt, by name or name suffix",
+        "eval_examples": "held-out examples scored by greedy exact match at every evaluation",
+    }
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("truncate", "merge"):
+            continue
+        kind = {"lora_rank": int, "lora_alpha": float, "val_fraction": float, "eval_examples": int}.get(f.name, str)
+        default = {"init_from": "required", "data": "required"}.get(f.name, repr(f.default))
+        _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{finetune_help.get(f.name, '')} (default: {default})".strip())
+    train_defaults = TrainConfig(**FINETUNE_DEFAULTS)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in BASE_MODEL_FIELDS or f.name in ("data", "sample_tokens"):
+            continue  # the model is the base's; the data is --data
+        default = getattr(train_defaults, f.name)
+        kind = _bool if isinstance(default, bool) else type(default)
+        _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
     return parser
 
 
@@ -250,6 +291,29 @@ def run_train(args):
         accuracy = task_accuracy(model, batches.task)
         print(f"\nexact-match accuracy on {len(batches.task.problems('test'))} held-out problems: {accuracy:.2%}")
     print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best {batches.splits[-1]} loss)")
+    return 0
+
+
+def run_finetune(args):
+    """tinygpt finetune: build the settings from the flags and run finetune.finetune."""
+    given = vars(args)
+    train_names = [f.name for f in dataclasses.fields(TrainConfig) if f.name in given]
+    if "max_iters" in given and "lr_decay_iters" not in given:
+        given["lr_decay_iters"] = given["max_iters"]  # the schedule ends with the run, as in nanoGPT's configs
+        train_names.append("lr_decay_iters")
+    train_settings = TrainConfig(**{**FINETUNE_DEFAULTS, **{k: given[k] for k in train_names}})
+    settings = None
+    if not args.resume:
+        settings = FinetuneConfig(**{f.name: given[f.name] for f in dataclasses.fields(FinetuneConfig) if f.name in given})
+    with StopSignals() as stop:
+        result = finetune(settings, train_settings, resume=args.resume, explicit=tuple(train_names),
+                          overwrite=args.overwrite, progress=Progress(), stop=stop)
+    print(f"\nheld-out exact match {result['exact_match']:.1%} | trainable parameters "
+          f"{result['trainable_params']:,} | optimizer state {result['optimizer_bytes'] / 1e6:.3f} MB")
+    print(f"checkpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best held-out loss)")
+    for name in ("adapter", "merged"):
+        if result[name]:
+            print(f"{name}: {result[name]}")
     return 0
 
 
@@ -390,7 +454,8 @@ def run_eval(args):
 
 
 # What each subcommand runs; `main` dispatches on the name argparse parsed.
-COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve, "eval": run_eval}
+COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve, "eval": run_eval,
+            "finetune": run_finetune}
 
 
 def main(argv=None):
@@ -409,6 +474,8 @@ def main(argv=None):
     except ValueError as error:
         return world.fail(2, f"tinygpt: error: {error}")
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
+    if args.command == "finetune":
+        return exit_status(lambda: run_finetune(args), resume_command="tinygpt finetune --resume --out_dir {out_dir}")
     return exit_status(lambda: COMMANDS[args.command](args))
 
 

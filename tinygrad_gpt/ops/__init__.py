@@ -32,6 +32,7 @@ import numpy as np
 from ..tensor import Tensor
 from .elementwise import AddOp, DivOp, ExpOp, GELUOp, LogOp, MaskedFillOp, MulOp, NegOp, PowOp, ReLUOp, SqrtOp, SubOp, TanhOp
 from .matmul import LinearOp, MatMulOp
+from .lora import LoRALinearOp  # noqa: F401  (registers the op; nn.LoRALinear applies it)
 from .fused import (
     CrossEntropyOp,
     DropoutOp,
