@@ -171,7 +171,6 @@ def build_parser():
                                  default=default, help=f"{help_text} (default: {default})")
     eval_parser.add_argument("--report", metavar="OUT_JSON",
                              help="write every example's per-choice log-likelihoods here as JSON")
-    commands.metavar = "{" + ",".join(commands.choices) + "}"  # every command, in the order added
 
     # ---- tinygpt finetune: supervised fine-tuning, in full or with LoRA (finetune.py)
     finetune_parser = commands.add_parser(
@@ -211,6 +210,7 @@ def build_parser():
         kind = _bool if isinstance(default, bool) else type(default)
         _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
                     help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
+    commands.metavar = "{" + ",".join(commands.choices) + "}"  # every command, in the order added
     return parser
 
 
