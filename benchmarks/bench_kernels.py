@@ -14,7 +14,7 @@ bigger one (B=8, T=256, C=384, nh=6, V=65), it prints:
    np.matmul's GFLOP/s;
 3. one transformer block, forward and backward, with its products done by np.matmul
    and by the dispatcher (each in a fresh process): the measurement behind the
-   dispatch rule, see `kernels.uses_numba_gemm`;
+   dispatch rule, see `kernels.tuning.dispatch.uses_numba_gemm`;
 4. start-up: a fresh process until its first kernel call returns, with an empty Numba
    cache (cold: compiles) and again with the cache filled (warm).
 
@@ -22,7 +22,7 @@ Times are medians of several repeats after a warm-up, float32 (the training dtyp
 Numba's threads are pinned (OMP_PROC_BIND=true, unless set otherwise): between the
 pauses below the worker thread falls asleep, and woken on the main thread's core it
 would make single calls 4-7x slower, which a training step does not see (see
-tinygrad_gpt/kernels/__init__.py).
+tinygrad_gpt/kernels/tuning/threads.py).
 Kernel and reference (and, for the products, the dispatcher) are timed in three rounds
 of alternating blocks, each block at least 20 ms of calls and after a 0.12 s pause:
 after a multithreaded BLAS call OpenBLAS keeps a thread spinning for ~0.1 s, which
@@ -54,8 +54,10 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing
 
 import numpy as np  # noqa: E402
 
-from tinygrad_gpt import kernels as K  # noqa: E402
-from tinygrad_gpt.kernels._target import TILE_SHAPES, vector_isa  # noqa: E402
+import tinygrad_gpt  # noqa: E402
+from tinygrad_gpt.kernels import fast as K  # noqa: E402
+from tinygrad_gpt.kernels import reference as R  # noqa: E402
+from tinygrad_gpt.kernels.tuning.target import TILE_SHAPES, vector_isa  # noqa: E402
 
 CONFIGS = {
     "baby": dict(B=12, T=64, C=128, nh=4, V=65),
@@ -152,8 +154,8 @@ def kernel_cases(cfg, rng):
     d_att = rand(B, nh, T, T)
     n = scores.size
     cases.append(("softmax (causal)", f"({B},{nh},{T},{T})",
-                  lambda: K.softmax_forward_ref(scores, True), lambda: K.softmax_forward(scores, True),
-                  lambda: K.softmax_backward_ref(y_att, d_att), lambda: K.softmax_backward(y_att, d_att),
+                  lambda: R.softmax_forward(scores, True), lambda: K.softmax_forward(scores, True),
+                  lambda: R.softmax_backward(y_att, d_att), lambda: K.softmax_backward(y_att, d_att),
                   2 * n * item, 3 * n * item, None, None))
 
     x = rand(N, C)
@@ -161,24 +163,24 @@ def kernel_cases(cfg, rng):
     dy = rand(N, C)
     _, mean, rstd = K.layernorm_forward(x, w, b, 1e-5)
     cases.append(("layernorm", f"({N},{C})",
-                  lambda: K.layernorm_forward_ref(x, w, b, 1e-5), lambda: K.layernorm_forward(x, w, b, 1e-5),
-                  lambda: K.layernorm_backward_ref(dy, x, w, mean, rstd), lambda: K.layernorm_backward(dy, x, w, mean, rstd),
+                  lambda: R.layernorm_forward(x, w, b, 1e-5), lambda: K.layernorm_forward(x, w, b, 1e-5),
+                  lambda: R.layernorm_backward(dy, x, w, mean, rstd), lambda: K.layernorm_backward(dy, x, w, mean, rstd),
                   2 * x.nbytes, 3 * x.nbytes, None, None))
 
     h = rand(N, 4 * C)
     dh = rand(N, 4 * C)
     for approximate in ("tanh", "none"):
         cases.append((f"gelu ({approximate})", f"({N},{4 * C})",
-                      lambda a=approximate: K.gelu_forward_ref(h, a), lambda a=approximate: K.gelu_forward(h, a),
-                      lambda a=approximate: K.gelu_backward_ref(h, dh, a), lambda a=approximate: K.gelu_backward(h, dh, a),
+                      lambda a=approximate: R.gelu_forward(h, a), lambda a=approximate: K.gelu_forward(h, a),
+                      lambda a=approximate: R.gelu_backward(h, dh, a), lambda a=approximate: K.gelu_backward(h, dh, a),
                       2 * h.nbytes, 3 * h.nbytes, None, None))
 
     logits = rand(N, V) * 3
     targets = rng.integers(0, V, N)
     _, lse = K.cross_entropy_forward(logits, targets, -100)
     cases.append(("cross-entropy", f"({N},{V})",
-                  lambda: K.cross_entropy_forward_ref(logits, targets, -100), lambda: K.cross_entropy_forward(logits, targets, -100),
-                  lambda: K.cross_entropy_backward_ref(logits, targets, lse, 1.0, -100),
+                  lambda: R.cross_entropy_forward(logits, targets, -100), lambda: K.cross_entropy_forward(logits, targets, -100),
+                  lambda: R.cross_entropy_backward(logits, targets, lse, 1.0, -100),
                   lambda: K.cross_entropy_backward(logits, targets, lse, 1.0, -100),
                   logits.nbytes, 2 * logits.nbytes, None, None))
 
@@ -187,20 +189,20 @@ def kernel_cases(cfg, rng):
     _, att = K.attention_forward(q, k, v, scale, True)
     product = 2 * B * nh * T * T * hs  # flops of one (T x hs) @ (hs x T) product per head, all heads
     cases.append(("attention (causal)", f"({B},{nh},{T},{hs})",
-                  lambda: K.attention_forward_ref(q, k, v, scale, True), lambda: K.attention_forward(q, k, v, scale, True),
-                  lambda: K.attention_backward_ref(d, q, k, v, att, scale), lambda: K.attention_backward(d, q, k, v, att, scale),
+                  lambda: R.attention_forward(q, k, v, scale, True), lambda: K.attention_forward(q, k, v, scale, True),
+                  lambda: R.attention_backward(d, q, k, v, att, scale), lambda: K.attention_backward(d, q, k, v, att, scale),
                   None, None, 2 * product, 4 * product))
 
     idx = rng.integers(0, V, (B, T))
     dout = rand(B, T, C)
     cases.append(("embedding bwd", f"({N},{C})->({V},{C})", None, None,
-                  lambda: K.embedding_backward_ref(idx, dout, V), lambda: K.embedding_backward(idx, dout, V),
+                  lambda: R.embedding_backward(idx, dout, V), lambda: K.embedding_backward(idx, dout, V),
                   None, dout.nbytes + V * C * item, None, None))
 
     n_params = 12 * N_LAYER * C * C + (V + T) * C
     params = [rand(n_params), rand(n_params), np.zeros(n_params, DTYPE), np.zeros(n_params, DTYPE)]
     cases.append(("adamw step", f"{n_params} params", None, None,
-                  lambda: K.adamw_step_ref(*params, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3),
+                  lambda: R.adamw_step(*params, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3),
                   lambda: K.adamw_step(*params, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3),
                   None, 7 * n_params * item, None, None))
     return cases
@@ -375,6 +377,7 @@ def run_startup():
 
 
 def main():
+    tinygrad_gpt.tune_process()  # as a training program does, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)  # see AVX2_FEATURES
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test, noisier)")
     parser.add_argument("--emulate-avx2", action="store_true",

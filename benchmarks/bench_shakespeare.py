@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from train_shakespeare_char import BABY_GPT  # noqa: E402
 
+import tinygrad_gpt  # noqa: E402
 from tinygrad_gpt.data import TextDataset, load_text  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
 from tinygrad_gpt.progress import Progress  # noqa: E402
@@ -106,6 +107,7 @@ def run_torch(path, seed):
 
 
 def main():
+    tinygrad_gpt.tune_process()  # as a training program does, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="path to tinyshakespeare.txt")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337])

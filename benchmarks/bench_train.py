@@ -8,8 +8,8 @@ random batch. Both models have identical weights (PyTorch's twin is loaded from
 our state_dict). Steps are timed in interleaved rounds (ours, theirs, ours, ...)
 so that the machine's drift hits both alike; we report the median step time,
 tokens/s and the ratio. Both run in this one process, so PyTorch runs with the
-settings `import tinygrad_gpt` makes for the whole process (glibc malloc
-thresholds, OpenMP spin; see the README's design notes), which speed it up too. A
+settings `tinygrad_gpt.tune_process()` makes for the whole process (glibc malloc
+thresholds, OpenMP spin; see kernels/tuning/), which speed it up too. A
 second table times PyTorch in a process of its own that never imports
 tinygrad_gpt (torch_twin.py run as a script), as a user would run it. Peak memory
 (RSS) comes from a fresh subprocess per framework running the baby config (ours after
@@ -215,6 +215,7 @@ def bench_memory(steps):
 
 
 def main():
+    tg.tune_process()  # as a training program does, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps; configs (a) and (c) only")
     parser.add_argument("--configs", default=None, help="which configs, e.g. 'ac' (default: abc)")

@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tinygrad_gpt  # noqa: E402
 from tinygrad_gpt.cli import exit_status  # noqa: E402
 from tinygrad_gpt.progress import Progress, StopSignals  # noqa: E402
 from tinygrad_gpt.train import TrainConfig, task_accuracy, train  # noqa: E402
@@ -31,6 +32,7 @@ ADDER_GPT = dict(
 
 
 def main():
+    tinygrad_gpt.tune_process()  # the process-wide settings for speed, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", default="out-adder")
     parser.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out_dir")

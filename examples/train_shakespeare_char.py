@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tinygrad_gpt  # noqa: E402
 from tinygrad_gpt.cli import exit_status  # noqa: E402
 from tinygrad_gpt.progress import Progress, StopSignals  # noqa: E402
 from tinygrad_gpt.train import TrainConfig, train  # noqa: E402
@@ -33,6 +34,7 @@ BABY_GPT = dict(
 
 
 def main():
+    tinygrad_gpt.tune_process()  # the process-wide settings for speed, before any kernel runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?",
                         help="path to tinyshakespeare.txt (1,115,394 characters); a resumed run knows it")

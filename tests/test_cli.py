@@ -119,7 +119,7 @@ def test_help_exits_0_and_describes_the_command(capsys, argv):
     status, out, err = run_main(capsys, *argv)
     assert status == 0 and err == ""
     assert out.startswith(f"usage: tinygpt {' '.join(argv[:-1])}".rstrip())
-    expected = {"--help": "{train,sample}", "train": "--n_embd N_EMBD, --n-embd N_EMBD", "sample": "--top-p"}
+    expected = {"--help": "{train,sample,", "train": "--n_embd N_EMBD, --n-embd N_EMBD", "sample": "--top-p"}
     assert expected[argv[0]] in out
 
 
@@ -131,7 +131,7 @@ def test_the_module_runs_as_the_tinygpt_command(tmp_path):
 
 def test_no_command_is_a_usage_error(capsys):
     status, _, err = run_main(capsys)
-    assert_one_line_error(status, err, "the following arguments are required: {train,sample}")
+    assert_one_line_error(status, err, "the following arguments are required: {train,sample,")
 
 
 # ---- bad settings ----------------------------------------------------------------

@@ -155,6 +155,15 @@ def test_perplexity_with_stride_one_is_the_sum_of_next_token_loglikelihoods(char
     assert char_evaluator.perplexity(text, stride=8)["nll"] != pytest.approx(expected, rel=1e-6)
 
 
+def test_perplexity_windows_batched_give_the_one_at_a_time_scores(char_evaluator):
+    text = "abcdefgh.abc.dhgfeab" * 4
+    one = char_evaluator.perplexity(text, stride=3, batch_size=1)
+    assert char_evaluator.perplexity(text, stride=3, batch_size=5)["nll"] == pytest.approx(one["nll"], rel=1e-12)
+    first = char_evaluator.perplexity(text, stride=3, max_tokens=10)
+    assert first["tokens"] == 10 and first["nll"] == pytest.approx(
+        char_evaluator.perplexity(text[:11], stride=3)["nll"], rel=1e-12)
+
+
 # ---- metrics ------------------------------------------------------------------------
 
 
@@ -275,6 +284,36 @@ def test_loglikelihoods_match_transformers_live():
     np.testing.assert_allclose(ours, theirs, rtol=1e-4)  # float32 on both sides, as above
     result = evaluate_task(ev, Task("live", reference.TASK))
     assert (result["metrics"]["acc"]["value"], result["metrics"]["acc_norm"]["value"]) == _harness_acc(theirs)
+
+
+def _directory_scores():
+    from tinygrad_gpt.pretrained import load_pretrained
+
+    ev = Evaluator(*load_pretrained(reference.GPT2_TINY))
+    pairs = [ev.encode_pair(c, x) for e in reference.BPE_TASK for c, x in zip(e.contexts, e.choices)]
+    scores = [s for e in reference.BPE_TASK for s, _ in ev.loglikelihood_choices(e.contexts, e.choices)]
+    return ev, pairs, np.array(scores)
+
+
+def test_a_hugging_face_directory_matches_the_committed_transformers_fixture():
+    fixture = np.load(FIXTURES / "eval_reference.npz", allow_pickle=False)
+    ev, pairs, ours = _directory_scores()
+    assert ev.eot_token is not None and pairs[7][0].tolist() == [ev.eot_token]  # the empty context
+    assert [[c.tolist(), x.tolist()] for c, x in pairs] == json.loads(str(fixture["gpt2_tiny/tokens"]))
+    np.testing.assert_allclose(ours, fixture["gpt2_tiny/loglikelihoods"], rtol=1e-4)  # float32, as above
+
+
+def test_a_hugging_face_directory_matches_transformers_live():
+    pytest.importorskip("torch", reason="the crosscheck extra (torch, transformers) is not installed")
+    transformers = pytest.importorskip("transformers", reason="the crosscheck extra is not installed")
+    ev, pairs, ours = _directory_scores()
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(reference.GPT2_TINY).eval()
+    theirs = reference.hf_loglikelihoods(hf_model, pairs, block_size=ev.block_size)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+    result = evaluate_task(ev, Task("gpt2_tiny", reference.BPE_TASK))
+    acc = np.mean([np.argmax(theirs[i : i + len(e.choices)]) == e.label
+                   for i, e in zip(np.cumsum([0] + [len(e.choices) for e in reference.BPE_TASK]), reference.BPE_TASK)])
+    assert result["metrics"]["acc"]["value"] == acc
 
 
 # ---- tinygpt eval -----------------------------------------------------------------

@@ -36,12 +36,16 @@ the other unchecked.
 """
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinygrad_gpt import no_grad
+from tinygrad_gpt import kernels, no_grad
 from tinygrad_gpt.gpt import GPT, GPTConfig
 from tinygrad_gpt.optim import configure_optimizer
 
@@ -147,3 +151,83 @@ def test_ten_adamw_steps_match_pytorch(reference, dtype):
         assert abs(ours - theirs) <= tol * abs(theirs), f"loss after {step} steps: {ours!r}, reference {theirs!r}"
     # The steps must move the loss, or comparing them would test nothing.
     assert expected[-1] < expected[0] - 0.5
+
+
+# ----------------------------------------------------------------------------- both kernel sets
+#
+# The tests above run on whichever kernel set is active (CI runs this file once with
+# each, TINYGPT_KERNELS=reference the second time). The tests below train on both
+# sets in one process and compare them.
+
+TRAIN_STEPS = 5
+# float32, fast against reference kernels: each set matches the float64 PyTorch twin to
+# 1e-5 of the loss over ten AdamW steps (test_ten_adamw_steps_match_pytorch), so the two
+# differ by at most 2e-5 of the loss; both round at float32's 6e-8 per operation and
+# only sum in different orders (16 vector lanes against NumPy's pairwise sums).
+MODES_AGREE = 2e-5
+
+
+def short_training_run(reference, dtype, mode):
+    """Losses of TRAIN_STEPS AdamW steps on random batches of the fixture's vocabulary, on kernel set `mode`."""
+    previous = kernels.active()
+    kernels.use(mode)
+    try:
+        model = reference_model(reference, dtype)
+        optimizer = configure_optimizer(model, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        rng = np.random.default_rng(0)
+        B, T = reference["idx"].shape
+        losses = []
+        for _ in range(TRAIN_STEPS):
+            idx = rng.integers(0, model.config.vocab_size, size=(B, T + 1))  # (B, T + 1)
+            optimizer.zero_grad()
+            _, loss = model(idx[:, :-1], idx[:, 1:])
+            losses.append(loss.item())
+            loss.backward()
+            optimizer.step()
+        return losses
+    finally:
+        kernels.use(previous)
+
+
+def test_fast_and_reference_kernels_train_to_the_same_losses(reference):
+    fast = short_training_run(reference, np.float32, "fast")
+    ref = short_training_run(reference, np.float32, "reference")
+    for step, (a, b) in enumerate(zip(fast, ref)):
+        assert abs(a - b) <= MODES_AGREE * abs(b), f"step {step}: fast {a!r}, reference {b!r}"
+    assert fast[-1] != fast[0]  # the steps moved the weights, so later losses test the backward too
+
+
+NUMBA_FREE_STEP = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class NoNumba(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "numba" or name.startswith("numba."):
+                raise ImportError("numba is not installed (simulated)")
+
+    sys.meta_path.insert(0, NoNumba())
+    sys.path.insert(0, {tests!r})
+    import numpy as np
+    import tinygrad_gpt
+    from test_gpt_reference import FIXTURE, TRAIN_STEPS, reference_model, short_training_run
+
+    with np.load(FIXTURE, allow_pickle=False) as npz:
+        reference = {{key: npz[key] for key in npz.files}}
+    losses = short_training_run(reference, np.float32, "reference")
+    print(json.dumps({{"losses": losses, "numba_imported": "numba" in sys.modules,
+                      "mode": tinygrad_gpt.kernels.active()}}))
+""")
+
+
+def test_reference_kernels_train_without_numba(reference):
+    # A subprocess in which `import numba` fails, as on a machine without it: forward,
+    # backward and AdamW steps must run there on the reference kernels, and give the
+    # losses this process gets on them (the same NumPy operations: equal to the bit).
+    script = NUMBA_FREE_STEP.format(tests=str(Path(__file__).resolve().parent))
+    env = {**os.environ, "TINYGPT_KERNELS": "reference"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not result["numba_imported"]
+    assert result["mode"] == "reference"
+    assert result["losses"] == short_training_run(reference, np.float32, "reference")

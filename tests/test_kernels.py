@@ -1,6 +1,6 @@
 """Tests for tinygrad_gpt.kernels: every kernel against its plain-NumPy reference.
 
-Each public kernel `foo` is compared with `foo_ref` in float32 and float64, on shapes
+Each fast kernel (kernels/fast.py) is compared with its namesake in kernels/reference.py in float32 and float64, on shapes
 drawn by hypothesis and on the edge cases that break naive kernels (logits of +-1e4,
 fully masked rows, T=1, a vocabulary of 1, a batch of 1, non-contiguous inputs). The
 backward references are themselves checked against central finite differences, so
@@ -31,7 +31,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from tinygrad_gpt import kernels as K
+from tinygrad_gpt.kernels import attention, gemm
+from tinygrad_gpt.kernels import fast as K
+from tinygrad_gpt.kernels import reference as R
+from tinygrad_gpt.kernels.tuning import dispatch, target
 from tinygrad_gpt.kernels._vecmath import fast_exp
 from tinygrad_gpt.kernels.gelu import normal_cdf
 
@@ -148,13 +151,13 @@ def test_softmax_matches_reference(batch, tq, extra_keys, causal, dtype, seed):
     tk = tq + extra_keys
     x = rand(rng, tuple(batch) + (tq, tk), dtype, scale=3.0)
     y = K.softmax_forward(x, causal)
-    assert_close(y, K.softmax_forward_ref(x, causal))
+    assert_close(y, R.softmax_forward(x, causal))
     np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=10 * RTOL[y.dtype])
     if causal:
         visible = np.arange(tk)[None, :] <= np.arange(tq)[:, None] + (tk - tq)  # (Tq, Tk)
         assert np.all(y[..., ~visible] == 0)
     dy = rand(rng, x.shape, dtype)
-    assert_close(K.softmax_backward(y, dy), K.softmax_backward_ref(y, dy))
+    assert_close(K.softmax_backward(y, dy), R.softmax_backward(y, dy))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -163,13 +166,13 @@ def test_softmax_is_stable_at_logits_of_1e4(dtype):
     y = K.softmax_forward(x)
     assert np.all(np.isfinite(y))
     assert_close(y, np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0]], dtype=dtype))
-    assert_close(y, K.softmax_forward_ref(x))
+    assert_close(y, R.softmax_forward(x))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_of_fully_masked_rows_is_zero(dtype):
     x = np.array([[-np.inf, -np.inf], [0.0, -np.inf]], dtype=dtype)
-    for fn in (K.softmax_forward, K.softmax_forward_ref):
+    for fn in (K.softmax_forward, R.softmax_forward):
         y = fn(x)
         np.testing.assert_array_equal(y, [[0, 0], [1, 0]])
         assert y.dtype == dtype
@@ -185,10 +188,10 @@ def test_softmax_single_position_and_non_contiguous_input(dtype):
     x = transposed_copy(rand(rng, (2, 7, 7), dtype))
     assert not x.flags.c_contiguous
     for causal in (False, True):
-        assert_close(K.softmax_forward(x, causal), K.softmax_forward_ref(x, causal))
+        assert_close(K.softmax_forward(x, causal), R.softmax_forward(x, causal))
     dy = transposed_copy(rand(rng, (2, 7, 7), dtype))
     y = K.softmax_forward(x)
-    assert_close(K.softmax_backward(y, dy), K.softmax_backward_ref(y, dy))
+    assert_close(K.softmax_backward(y, dy), R.softmax_backward(y, dy))
 
 
 def test_softmax_backward_reference_is_the_derivative():
@@ -196,9 +199,9 @@ def test_softmax_backward_reference_is_the_derivative():
     x = rng.standard_normal((2, 3, 4))
     w = rng.standard_normal(x.shape)
     for causal in (False, True):
-        y = K.softmax_forward_ref(x, causal)
-        numerical = numerical_grad(lambda: np.sum(K.softmax_forward_ref(x, causal) * w), x)
-        assert_matches_numerical(K.softmax_backward_ref(y, w), numerical)
+        y = R.softmax_forward(x, causal)
+        numerical = numerical_grad(lambda: np.sum(R.softmax_forward(x, causal) * w), x)
+        assert_matches_numerical(R.softmax_backward(y, w), numerical)
 
 
 # ----------------------------------------------------------------------------- layer norm
@@ -218,12 +221,12 @@ def test_layernorm_matches_reference(n, c, with_bias, dtype, seed):
     weight = rand(rng, (c,), dtype)
     bias = rand(rng, (c,), dtype) if with_bias else None
     got = K.layernorm_forward(x, weight, bias, 1e-5)
-    want = K.layernorm_forward_ref(x, weight, bias, 1e-5)
+    want = R.layernorm_forward(x, weight, bias, 1e-5)
     for g, w in zip(got, want):
         assert_close(g, w)
     dy = rand(rng, (n, c), dtype)
     grads = K.layernorm_backward(dy, x, weight, got[1], got[2])
-    grads_ref = K.layernorm_backward_ref(dy, x, weight, got[1], got[2])
+    grads_ref = R.layernorm_backward(dy, x, weight, got[1], got[2])
     for g, w in zip(grads, grads_ref):
         # dweight and dbias sum over n rows; their terms are as large as |dy| * max|xhat|
         assert_close(g, w, scale=max(np.abs(w).max(), np.abs(dy).max() * np.sqrt(n)))
@@ -239,7 +242,7 @@ def test_layernorm_variance_does_not_cancel_when_the_mean_dwarfs_the_spread():
     x32 = (300 + rng.standard_normal((4, 64))).astype(np.float32)
     ones = np.ones(64, np.float32)
     y, _, rstd = K.layernorm_forward(x32, ones, None, 1e-5)
-    y_true, _, rstd_true = K.layernorm_forward_ref(x32.astype(np.float64), ones.astype(np.float64), None, 1e-5)
+    y_true, _, rstd_true = R.layernorm_forward(x32.astype(np.float64), ones.astype(np.float64), None, 1e-5)
     np.testing.assert_allclose(y, y_true, atol=2e-3)
     np.testing.assert_allclose(rstd, rstd_true, rtol=2e-3)
 
@@ -253,11 +256,11 @@ def test_layernorm_single_column_and_non_contiguous_input(dtype):
     np.testing.assert_allclose(rstd, 1 / np.sqrt(1e-5), rtol=1e-6)
     x = transposed_copy(rand(rng, (5, 9), dtype))
     w, b = rand(rng, (9,), dtype), rand(rng, (9,), dtype)
-    for g, r in zip(K.layernorm_forward(x, w, b, 1e-5), K.layernorm_forward_ref(x, w, b, 1e-5)):
+    for g, r in zip(K.layernorm_forward(x, w, b, 1e-5), R.layernorm_forward(x, w, b, 1e-5)):
         assert_close(g, r)
     dy = transposed_copy(rand(rng, (5, 9), dtype))
     _, mean, rstd = K.layernorm_forward(x, w, b, 1e-5)
-    for g, r in zip(K.layernorm_backward(dy, x, w, mean, rstd), K.layernorm_backward_ref(dy, x, w, mean, rstd)):
+    for g, r in zip(K.layernorm_backward(dy, x, w, mean, rstd), R.layernorm_backward(dy, x, w, mean, rstd)):
         assert_close(g, r)
 
 
@@ -267,10 +270,10 @@ def test_layernorm_backward_reference_is_the_derivative():
     w = rng.standard_normal((3, 5))
 
     def loss():
-        return np.sum(K.layernorm_forward_ref(x, weight, bias, 1e-5)[0] * w)
+        return np.sum(R.layernorm_forward(x, weight, bias, 1e-5)[0] * w)
 
-    _, mean, rstd = K.layernorm_forward_ref(x, weight, bias, 1e-5)
-    dx, dweight, dbias = K.layernorm_backward_ref(w, x, weight, mean, rstd)
+    _, mean, rstd = R.layernorm_forward(x, weight, bias, 1e-5)
+    dx, dweight, dbias = R.layernorm_backward(w, x, weight, mean, rstd)
     assert_matches_numerical(dx, numerical_grad(loss, x))
     assert_matches_numerical(dweight, numerical_grad(loss, weight))
     assert_matches_numerical(dbias, numerical_grad(loss, bias))
@@ -289,9 +292,9 @@ def test_layernorm_backward_reference_is_the_derivative():
 def test_gelu_matches_reference(shape, approximate, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rand(rng, tuple(shape), dtype, scale=3.0)
-    assert_close(K.gelu_forward(x, approximate), K.gelu_forward_ref(x, approximate))
+    assert_close(K.gelu_forward(x, approximate), R.gelu_forward(x, approximate))
     dy = rand(rng, x.shape, dtype)
-    assert_close(K.gelu_backward(x, dy, approximate), K.gelu_backward_ref(x, dy, approximate))
+    assert_close(K.gelu_backward(x, dy, approximate), R.gelu_backward(x, dy, approximate))
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
@@ -303,15 +306,15 @@ def test_gelu_at_large_inputs_and_non_contiguous(approximate, dtype):
     np.testing.assert_array_equal(K.gelu_backward(x, np.ones_like(x), approximate), [0, 0, 0.5, 1, 1])
     rng = np.random.default_rng(5)
     xt = transposed_copy(rand(rng, (6, 8), dtype))
-    assert_close(K.gelu_forward(xt, approximate), K.gelu_forward_ref(xt, approximate))
+    assert_close(K.gelu_forward(xt, approximate), R.gelu_forward(xt, approximate))
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_backward_reference_is_the_derivative(approximate):
     rng = np.random.default_rng(6)
     x, w = rng.standard_normal(7) * 2, rng.standard_normal(7)
-    numerical = numerical_grad(lambda: np.sum(K.gelu_forward_ref(x, approximate) * w), x)
-    assert_matches_numerical(K.gelu_backward_ref(x, w, approximate), numerical)
+    numerical = numerical_grad(lambda: np.sum(R.gelu_forward(x, approximate) * w), x)
+    assert_matches_numerical(R.gelu_backward(x, w, approximate), numerical)
 
 
 # ----------------------------------------------------------------------------- cross-entropy
@@ -332,7 +335,7 @@ def test_cross_entropy_matches_reference(n, v, ignore_some, dtype, seed):
     if ignore_some:
         targets[::2] = -100
     loss, lse = K.cross_entropy_forward(logits, targets, -100)
-    loss_ref, lse_ref = K.cross_entropy_forward_ref(logits, targets, -100)
+    loss_ref, lse_ref = R.cross_entropy_forward(logits, targets, -100)
     assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == dtype
     assert_close(lse, lse_ref)
     if np.isnan(loss_ref):
@@ -340,7 +343,7 @@ def test_cross_entropy_matches_reference(n, v, ignore_some, dtype, seed):
     else:
         assert_close(loss, loss_ref, scale=np.abs(lse_ref).max() + np.abs(logits).max())
     d = K.cross_entropy_backward(logits, targets, lse, 0.7, -100)
-    assert_close(d, K.cross_entropy_backward_ref(logits, targets, lse, 0.7, -100), scale=0.7 / n)
+    assert_close(d, R.cross_entropy_backward(logits, targets, lse, 0.7, -100), scale=0.7 / n)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -353,7 +356,7 @@ def test_cross_entropy_is_stable_at_logits_of_1e4(dtype):
     np.testing.assert_allclose(loss, (0 + 2e4 + np.log(3)) / 3, rtol=RTOL[np.dtype(dtype)])
     d = K.cross_entropy_backward(logits, targets, lse, 1.0, -100)
     assert np.all(np.isfinite(d))
-    assert_close(d, K.cross_entropy_backward_ref(logits, targets, lse, 1.0, -100))
+    assert_close(d, R.cross_entropy_backward(logits, targets, lse, 1.0, -100))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -382,10 +385,10 @@ def test_cross_entropy_parallel_kernels_match_the_reference(monkeypatch):
     targets = rng.integers(0, 7, n)
     targets[::3] = -100
     loss, lse = K.cross_entropy_forward(logits, targets)
-    loss_ref, lse_ref = K.cross_entropy_forward_ref(logits, targets)
+    loss_ref, lse_ref = R.cross_entropy_forward(logits, targets)
     assert_close(lse, lse_ref)
     assert_close(loss, loss_ref, scale=np.abs(lse_ref).max() + np.abs(logits).max())
-    assert_close(K.cross_entropy_backward(logits, targets, lse, 0.7), K.cross_entropy_backward_ref(logits, targets, lse, 0.7),
+    assert_close(K.cross_entropy_backward(logits, targets, lse, 0.7), R.cross_entropy_backward(logits, targets, lse, 0.7),
                  scale=0.7 / n)
 
 
@@ -398,7 +401,7 @@ def test_cross_entropy_nan_and_infinite_logits_give_nan_like_the_reference(dtype
     # inf - inf in the reference (and in the kernel under NUMBA_DISABLE_JIT, as NumPy scalars) warns.
     with np.errstate(invalid="ignore"):
         _, lse = K.cross_entropy_forward(logits, np.array([0, 0, 0, 0]))
-        _, lse_ref = K.cross_entropy_forward_ref(logits, np.array([0, 0, 0, 0]))
+        _, lse_ref = R.cross_entropy_forward(logits, np.array([0, 0, 0, 0]))
     assert np.isnan(lse_ref[:3]).all() and np.isfinite(lse_ref[3])
     np.testing.assert_array_equal(np.isnan(lse), np.isnan(lse_ref))
     np.testing.assert_allclose(lse[~np.isnan(lse_ref)], lse_ref[~np.isnan(lse_ref)], rtol=RTOL[np.dtype(dtype)])
@@ -408,7 +411,7 @@ def test_cross_entropy_non_contiguous_logits_and_int32_targets():
     rng = np.random.default_rng(7)
     logits = transposed_copy(rand(rng, (6, 5), np.float32))
     targets = np.array([0, 1, 2, 3, 4, 0], dtype=np.int32)
-    got, want = K.cross_entropy_forward(logits, targets), K.cross_entropy_forward_ref(logits, targets)
+    got, want = K.cross_entropy_forward(logits, targets), R.cross_entropy_forward(logits, targets)
     assert_close(got[0], want[0], scale=5.0)
     assert_close(got[1], want[1])
 
@@ -417,9 +420,9 @@ def test_cross_entropy_backward_reference_is_the_derivative():
     rng = np.random.default_rng(8)
     logits = rng.standard_normal((4, 3))
     targets = np.array([0, -100, 2, 1])
-    numerical = numerical_grad(lambda: float(K.cross_entropy_forward_ref(logits, targets)[0]) * 0.7, logits)
-    _, lse = K.cross_entropy_forward_ref(logits, targets)
-    assert_matches_numerical(K.cross_entropy_backward_ref(logits, targets, lse, 0.7), numerical)
+    numerical = numerical_grad(lambda: float(R.cross_entropy_forward(logits, targets)[0]) * 0.7, logits)
+    _, lse = R.cross_entropy_forward(logits, targets)
+    assert_matches_numerical(R.cross_entropy_backward(logits, targets, lse, 0.7), numerical)
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -432,7 +435,7 @@ def test_embedding_backward_sums_repeated_indices_and_equals_reference_bit_for_b
     dout = rand(rng, (3, 4, 40), dtype)  # 40 columns: more than one column block
     dweight = K.embedding_backward(idx, dout, 7)
     assert dweight.shape == (7, 40) and dweight.dtype == dtype
-    np.testing.assert_array_equal(dweight, K.embedding_backward_ref(idx, dout, 7))
+    np.testing.assert_array_equal(dweight, R.embedding_backward(idx, dout, 7))
     np.testing.assert_array_equal(dweight, K.embedding_backward(idx, dout, 7))  # deterministic
     flat_idx, flat_dout = idx.reshape(-1), dout.reshape(-1, 40)
     for v in range(7):  # the definition: row v sums the positions that looked it up
@@ -444,7 +447,7 @@ def test_embedding_backward_non_contiguous_dout():
     rng = np.random.default_rng(10)
     idx = np.array([1, 1, 0])
     dout = transposed_copy(rand(rng, (3, 6), np.float32))
-    np.testing.assert_array_equal(K.embedding_backward(idx, dout, 2), K.embedding_backward_ref(idx, dout, 2))
+    np.testing.assert_array_equal(K.embedding_backward(idx, dout, 2), R.embedding_backward(idx, dout, 2))
 
 
 # ----------------------------------------------------------------------------- AdamW
@@ -460,7 +463,7 @@ def test_adamw_step_matches_reference_over_several_steps(dtype):
     for step in range(1, 5):
         grad = transposed_copy(rand(rng, (6, 5), dtype))  # grad may be non-contiguous
         assert K.adamw_step(state[0], grad, state[1], state[2], step=step, **hyper) is None
-        K.adamw_step_ref(state_ref[0], grad, state_ref[1], state_ref[2], step=step, **hyper)
+        R.adamw_step(state_ref[0], grad, state_ref[1], state_ref[2], step=step, **hyper)
         for a, b in zip(state, state_ref):
             assert_close(a, b)
     assert state[0] is param  # updated in place
@@ -494,7 +497,7 @@ def test_matmul_dispatcher_equals_np_matmul(a_shape, b_shape, dtype):
     rng = np.random.default_rng(12)
     a, b = rand(rng, a_shape, dtype), rand(rng, b_shape, dtype)
     assert_close(K.matmul(a, b), np.matmul(a, b))
-    assert_close(K.matmul_ref(a, b), np.matmul(a, b))
+    assert_close(R.matmul(a, b), np.matmul(a, b))
     if a.ndim >= 2 and b.ndim >= 2:
         at, bt = transposed_copy(a), transposed_copy(b)  # the ops pass transposed views
         assert_close(K.matmul(at, bt), np.matmul(a, b))
@@ -512,11 +515,8 @@ def test_a_few_rows_times_a_transposed_weight_equal_np_matmul(monkeypatch, rows,
 
 
 def test_matmul_dispatch_rule(monkeypatch):
-    import importlib
-
-    matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
     monkeypatch.delenv("TINYGPT_MATMUL", raising=False)
-    monkeypatch.setattr(matmul_module, "RULE_MEASURED", True)  # the rule on an AVX-512 or AVX2 CPU
+    monkeypatch.setattr(dispatch, "RULE_MEASURED", True)  # the rule on an AVX-512 or AVX2 CPU
     assert K.uses_numba_gemm((768, 128), (128, 384))  # the baby GPT's qkv projection
     assert K.uses_numba_gemm((64, 64), (64, 65))
     assert not K.uses_numba_gemm((64, 64), (64, 64))  # 2^18: OpenBLAS stays single-threaded
@@ -530,7 +530,7 @@ def test_matmul_dispatch_rule(monkeypatch):
     monkeypatch.setenv("TINYGPT_MATMUL", "numba")
     assert K.uses_numba_gemm((48, 64, 32), (48, 32, 64))
     assert not K.uses_numba_gemm((5,), (5, 300))
-    monkeypatch.setattr(matmul_module, "RULE_MEASURED", False)  # ARM and others: BLAS unless forced
+    monkeypatch.setattr(dispatch, "RULE_MEASURED", False)  # ARM and others: BLAS unless forced
     assert K.uses_numba_gemm((768, 128), (128, 384))
     monkeypatch.delenv("TINYGPT_MATMUL")
     assert not K.uses_numba_gemm((768, 128), (128, 384))
@@ -538,17 +538,15 @@ def test_matmul_dispatch_rule(monkeypatch):
 
 
 def test_target_detection_reads_the_features_numba_compiles_for(monkeypatch):
-    from tinygrad_gpt.kernels import _target
-
     for features, isa in [("+64bit,+avx,+avx2,+fma,-avx512f,-avx512bw", "avx2"),
                           ("+avx2,+fma,+avx512f,+avx512bw", "avx512"),
                           ("+avx,-avx2,+fma", "other"),  # AVX without AVX2
                           ("+neon,+fp-armv8", "other"),
                           ("", "other")]:  # what Numba uses when LLVM cannot tell
-        assert _target.vector_isa(features) == isa, features
-    assert "avx" in _target.compiled_features() or _target.vector_isa() == "other"  # a real features string
-    monkeypatch.setattr(_target, "compiled_features", lambda: "+avx,+avx2,+fma,-avx512f")
-    assert _target.vector_isa() == "avx2"
+        assert target.vector_isa(features) == isa, features
+    assert "avx" in target.compiled_features() or target.vector_isa() == "other"  # a real features string
+    monkeypatch.setattr(target, "compiled_features", lambda: "+avx,+avx2,+fma,-avx512f")
+    assert target.vector_isa() == "avx2"
 
 
 @settings(deadline=None, max_examples=EXAMPLES)
@@ -569,8 +567,8 @@ def test_handwritten_gemm_and_bmm_match_numpy(p, m, k, n, transpose_a, transpose
         a = transposed_copy(a)
     if transpose_b:
         b = transposed_copy(b)
-    assert_close(K.bmm(a, b), K.bmm_ref(a, b))
-    assert_close(K.gemm(a[0], b[0]), K.gemm_ref(a[0], b[0]))
+    assert_close(K.bmm(a, b), np.matmul(a, b))
+    assert_close(K.gemm(a[0], b[0]), np.matmul(a[0], b[0]))
 
 
 @pytest.mark.parametrize("m, k, n", [(9, 7, 65), (5, 130, 80), (6, 4, 10), (70, 3, 129), (70, 5, 24), (130, 9, 22),
@@ -587,10 +585,10 @@ def test_gemm_edge_columns_after_the_last_panel(m, k, n, transpose_a):
     a, b = rand(rng, (m, k), np.float64), rand(rng, (k, n), np.float64)
     if transpose_a:
         a = transposed_copy(a)
-    assert_close(K.gemm(a, b), K.gemm_ref(a, b))
+    assert_close(K.gemm(a, b), np.matmul(a, b))
     for batch in (2, 4):
         a_batch, b_batch = np.stack([a * (i + 1) for i in range(batch)]), np.stack([b] * batch)
-        assert_close(K.bmm(a_batch, b_batch), K.bmm_ref(a_batch, b_batch))
+        assert_close(K.bmm(a_batch, b_batch), np.matmul(a_batch, b_batch))
 
 
 @pytest.mark.parametrize("m, k, n", [(37, 13, 70), (65, 9, 128), (16, 4, 64), (33, 1, 5)])
@@ -604,17 +602,14 @@ def test_gemm_with_strided_rows_of_a_across_tasks(m, k, n, dtype):
     a, b = rand(rng, (2, m, 2 * k), dtype), rand(rng, (2, k, n), dtype)
     for strided in (transposed_copy(a[:, :, :k]), a[:, :, ::2]):
         assert strided.strides[-1] != strided.itemsize
-        assert_close(K.bmm(strided, b), K.bmm_ref(strided, b))
-        assert_close(K.gemm(strided[1], b[1]), K.gemm_ref(strided[1], b[1]))
+        assert_close(K.bmm(strided, b), np.matmul(strided, b))
+        assert_close(K.gemm(strided[1], b[1]), np.matmul(strided[1], b[1]))
 
 
 def test_gemm_task_shapes():
     # (prepack, blocks_per_task, panels_per_task) for a (P, M, K) @ b with n_panels panels
     # of b; a block is MR rows (4 with AVX-512, 6 with AVX2: 768 rows are 192 or 128 blocks).
-    import importlib
-
-    matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")
-    task_shape, blocks = matmul_module._task_shape, 768 // matmul_module.MR
+    task_shape, blocks = gemm._task_shape, 768 // gemm.MR
     a = np.zeros((1, 768, 65), np.float32)  # the baby GPT's lm_head dY @ W
     assert task_shape(a, 2, 2) == (False, blocks, 1)  # a task per panel, all rows
     assert task_shape(a, 1, 2) == (False, blocks // 2, 1)  # one panel: rows in two groups
@@ -622,10 +617,10 @@ def test_gemm_task_shapes():
     assert task_shape(a, 8, 2) == (False, blocks, 1)
     assert task_shape(a, 1, 1) == (False, blocks, 1)  # one thread: no split
     wide = np.zeros((1, 1536, 2048), np.float32)
-    prepacked = (True, matmul_module.BLOCKS_PER_TASK, 1)
+    prepacked = (True, gemm.BLOCKS_PER_TASK, 1)
     assert task_shape(np.swapaxes(wide, 1, 2)[:, :1536], 6, 2) == prepacked  # transposed a, many rows: pack first
     assert task_shape(wide, 6, 2) == (False, 2 * blocks, 1)  # the same rows contiguous
-    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, -(-64 // matmul_module.MR), 1)  # a task per matrix
+    assert task_shape(np.zeros((4, 64, 32), np.float32), 1, 2) == (False, -(-64 // gemm.MR), 1)  # a task per matrix
 
 
 def test_gemm_of_empty_and_unit_shapes():
@@ -634,7 +629,7 @@ def test_gemm_of_empty_and_unit_shapes():
     assert K.gemm(np.full((1, 1), 2.0), np.full((1, 1), 3.0))[0, 0] == 6.0
     for p, m, k, n in [(1, 0, 3, 5), (4, 0, 3, 5), (1, 5, 3, 0), (4, 5, 3, 0), (4, 0, 3, 0), (0, 2, 3, 4)]:
         a, b = np.ones((p, m, k)), np.ones((p, k, n))
-        np.testing.assert_array_equal(K.bmm(a, b), K.bmm_ref(a, b))
+        np.testing.assert_array_equal(K.bmm(a, b), np.matmul(a, b))
 
 
 def test_matmul_forced_to_the_numba_gemm_handles_empty_shapes(monkeypatch):
@@ -659,16 +654,13 @@ def test_gemm_on_two_threads(monkeypatch, p, m, k, n, transpose_a, prepack_min_r
     # other; with the line at 0 us they run on two, so a task writing outside its own
     # tiles would show. PREPACK_MIN_ROWS is lowered from 512 in some cases so that small
     # shapes take that path too.
-    import importlib
-
-    matmul_module = importlib.import_module("tinygrad_gpt.kernels.matmul")  # K.matmul is the function
-    monkeypatch.setattr(matmul_module, "GEMM_PARALLEL_MIN_US", 0.0)
-    monkeypatch.setattr(matmul_module, "PREPACK_MIN_ROWS", prepack_min_rows)
+    monkeypatch.setattr(gemm, "GEMM_PARALLEL_MIN_US", 0.0)
+    monkeypatch.setattr(gemm, "PREPACK_MIN_ROWS", prepack_min_rows)
     rng = np.random.default_rng(m + n + p)
     a, b = rand(rng, (p, m, k), np.float64), rand(rng, (p, k, n), np.float64)
     if transpose_a:
         a = transposed_copy(a)
-    assert_close(K.bmm(a, b), K.bmm_ref(a, b))
+    assert_close(K.bmm(a, b), np.matmul(a, b))
 
 
 # ----------------------------------------------------------------------------- attention
@@ -692,11 +684,11 @@ def test_attention_matches_reference(b, nh, tq, extra_keys, hs, causal, dtype, s
     k, v = rand(rng, (b, nh, tk, hs), dtype), rand(rng, (b, nh, tk, hs), dtype)
     scale = 1 / math.sqrt(hs)
     y, att = K.attention_forward(q, k, v, scale, causal)
-    y_ref, att_ref = K.attention_forward_ref(q, k, v, scale, causal)
+    y_ref, att_ref = R.attention_forward(q, k, v, scale, causal)
     assert_close(att, att_ref)
     assert_close(y, y_ref)
     dy = rand(rng, y.shape, dtype)
-    for g, r in zip(K.attention_backward(dy, q, k, v, att, scale), K.attention_backward_ref(dy, q, k, v, att, scale)):
+    for g, r in zip(K.attention_backward(dy, q, k, v, att, scale), R.attention_backward(dy, q, k, v, att, scale)):
         assert_close(g, r)
 
 
@@ -713,9 +705,9 @@ def test_fused_attention_backward_at_head_size_64(tq, tk, causal, hs, dtype):
     rng = np.random.default_rng(15)
     q, k, v = rand(rng, (1, 2, tq, hs), dtype), rand(rng, (1, 2, tk, hs), dtype), rand(rng, (1, 2, tk, hs), dtype)
     y, att = K.attention_forward(q, k, v, 0.125, causal)
-    assert_close(y, K.attention_forward_ref(q, k, v, 0.125, causal)[0])
+    assert_close(y, R.attention_forward(q, k, v, 0.125, causal)[0])
     dy = rand(rng, y.shape, dtype)
-    for g, r in zip(K.attention_backward(dy, q, k, v, att, 0.125), K.attention_backward_ref(dy, q, k, v, att, 0.125)):
+    for g, r in zip(K.attention_backward(dy, q, k, v, att, 0.125), R.attention_backward(dy, q, k, v, att, 0.125)):
         assert_close(g, r)
 
 
@@ -728,10 +720,10 @@ def test_both_attention_forward_paths(causal, dtype):
     rng = np.random.default_rng(16)
     for tq, tk, hs in [(1, 32, 32), (32, 32, 64)]:  # 1 * 32 * 32 * 2 heads < 2^16 <= 32 * 32 * 64
         q, k, v = rand(rng, (1, 2, tq, hs), dtype), rand(rng, (1, 2, tk, hs), dtype), rand(rng, (1, 2, tk, hs), dtype)
-        fused = 2 * tq * tk * hs >= K.attention.SMALL_ATTENTION_WORK
+        fused = 2 * tq * tk * hs >= attention.SMALL_ATTENTION_WORK
         assert fused == (tq == 32)
         y, att = K.attention_forward(q, k, v, 0.125, causal)
-        y_ref, att_ref = K.attention_forward_ref(q, k, v, 0.125, causal)
+        y_ref, att_ref = R.attention_forward(q, k, v, 0.125, causal)
         assert_close(att, att_ref)
         assert_close(y, y_ref)
 
@@ -745,11 +737,11 @@ def test_attention_on_views_as_the_model_makes_them(dtype):
     q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs) views
     assert not q.flags.c_contiguous
     y, att = K.attention_forward(q, k, v, 0.5, True)
-    y_ref, att_ref = K.attention_forward_ref(q, k, v, 0.5, True)
+    y_ref, att_ref = R.attention_forward(q, k, v, 0.5, True)
     assert_close(y, y_ref)
     np.testing.assert_array_equal(att[..., 0, 1:], 0)  # the first query sees only the first key
     dy = rand(rng, y.shape, dtype).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
-    for g, r in zip(K.attention_backward(dy, q, k, v, att, 0.5), K.attention_backward_ref(dy, q, k, v, att, 0.5)):
+    for g, r in zip(K.attention_backward(dy, q, k, v, att, 0.5), R.attention_backward(dy, q, k, v, att, 0.5)):
         assert_close(g, r)
 
 
@@ -759,10 +751,10 @@ def test_attention_backward_reference_is_the_derivative():
     w = rng.standard_normal((1, 2, 3, 2))
 
     def loss():
-        return np.sum(K.attention_forward_ref(q, k, v, 0.7, True)[0] * w)
+        return np.sum(R.attention_forward(q, k, v, 0.7, True)[0] * w)
 
-    _, att = K.attention_forward_ref(q, k, v, 0.7, True)
-    dq, dk, dv = K.attention_backward_ref(w, q, k, v, att, 0.7)
+    _, att = R.attention_forward(q, k, v, 0.7, True)
+    dq, dk, dv = R.attention_backward(w, q, k, v, att, 0.7)
     assert_matches_numerical(dq, numerical_grad(loss, q))
     assert_matches_numerical(dk, numerical_grad(loss, k))
     assert_matches_numerical(dv, numerical_grad(loss, v))

@@ -187,6 +187,36 @@ def test_text_stream_never_sends_part_of_a_stop_sequence(stop):
     assert text_stream.stopped == bool(starts)
 
 
+class ByteTokenizer:
+    """Token i is byte i, as a byte-level BPE's first 256 tokens: one character may take several tokens."""
+
+    vocab_size, eot_token = 256, None
+
+    def decode(self, ids):
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+def test_text_stream_holds_back_an_unfinished_utf8_character():
+    text_stream = TextStream(ByteTokenizer(), stop=[])
+    pieces = [text_stream.push(byte) for byte in "aé!".encode()]  # a, 0xC3, 0xA9, !
+    assert pieces == ["a", "", "é", "!"]
+
+
+def test_generation_stops_at_the_end_of_text_token(checkpoint):
+    model, tokenizer, _ = load_checkpoint_for_serving(checkpoint)
+    greedy = model.generate(tokenizer.encode("Hello")[None, :], 20, temperature=0)[0, 5:]  # (20,)
+    eot = int(next(t for t in greedy if t != greedy[0]))  # pretend this token is end-of-text: text before it
+
+    class CharTokenizerWithEnd(CharTokenizer):
+        eot_token = eot
+
+    with CompletionServer(model, CharTokenizerWithEnd(tokenizer.chars), port=0, log=False).start() as running:
+        status, reply = post(running, "/v1/completions", {"prompt": "Hello", "max_tokens": 20, "temperature": 0})
+    assert status == 200 and reply["choices"][0]["finish_reason"] == "stop"
+    cut = list(greedy).index(eot)  # generation ends at its first appearance, after >= 1 token
+    assert cut >= 1 and reply["choices"][0]["text"] == tokenizer.decode(greedy[:cut])
+
+
 # ---------------------------------------------------------------- concurrency
 
 
@@ -425,7 +455,7 @@ class HeadlessChromium:
 
         self.process = subprocess.Popen(
             [executable, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-             "--remote-debugging-pipe", "--window-size=900,560", "about:blank"],
+             "--remote-debugging-pipe", "--window-size=900,640", "about:blank"],
             preexec_fn=give_the_pipes_fds_3_and_4, close_fds=False,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for fd in theirs:

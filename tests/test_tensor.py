@@ -81,7 +81,7 @@ def test_graph_is_freed_when_the_output_is_dropped():
 
 
 def test_leaf_grad_is_not_shared_between_leaves():
-    # Add's backward hands the same array to both inputs; the leaves must own copies.
+    # AddOp's backward hands the same array to both inputs; the leaves must own copies.
     a, b = Tensor([1.0], requires_grad=True), Tensor([2.0], requires_grad=True)
     (a + b).sum().backward()
     a.grad += 5

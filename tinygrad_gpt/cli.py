@@ -9,7 +9,9 @@
     tinygpt export --ckpt out/ckpt_best.npz --out my-gpt2/   # ... and back to one
     tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
     tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
+    tinygpt finetune --init_from out/ckpt_best.npz --data pairs.jsonl --lora_rank 8   # answers, not text
     tinygpt --version
+    mpiexec -n 2 tinygpt train --batch_size 8   # data parallel on 2 MPI ranks (see distributed.py)
 
 Exit status:
 
@@ -38,6 +40,9 @@ import sys
 
 import numpy as np
 
+from . import distributed
+from .kernels.tuning import tune_process
+from .finetune import BASE_MODEL_FIELDS, FINETUNE_DEFAULTS, FinetuneConfig, finetune
 from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
@@ -48,7 +53,8 @@ class _ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line: `tinygpt: error: ...`."""
 
     def error(self, message):
-        self.exit(2, f"tinygpt: error: {message} (see {self.prog} --help)\n")
+        # Under mpiexec every rank parses the same arguments (main checks), so rank 0 alone says what is wrong.
+        self.exit(2, f"tinygpt: error: {message} (see {self.prog} --help)\n" if distributed.is_main_process() else None)
 
 
 def _bool(text):
@@ -69,6 +75,8 @@ _HELP = {
     "eval_iters": "batches per loss estimate",
     "sample_tokens": "tokens of text to print when training ends",
     "dtype": "float32 or float64",
+    "tokenizer": "char, bpe (GPT-2's byte-level BPE, trained on the text), or a directory of vocab.json + merges.txt",
+    "vocab_size": "tokens of the BPE that --tokenizer bpe trains",
 }
 
 
@@ -95,6 +103,8 @@ def build_parser():
     train_parser.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
                               help="fine-tune the GPT-2 of a Hugging Face directory (its shape and tokenizer; "
                                    "--block_size crops its positions) instead of a new model")
+    train_parser.add_argument("--zero", type=int, choices=(0, 1), default=0,
+                              help="1: shard the AdamW state over the MPI ranks (ZeRO stage 1; default: 0, off)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
@@ -154,7 +164,7 @@ def build_parser():
                                   "(repeat for several)")
     for name, kind, default, help_text in [
         ("num_fewshot", int, 0, "solved examples before each question"),
-        ("limit", int, None, "score only the first N examples of each task"),
+        ("limit", int, None, "score only the first N examples of each task (perplexity: N blocks of tokens)"),
         ("seed", int, 1234, "seed of the few-shot draws"),
         ("stride", int, None, "perplexity: tokens the window moves by (default: half a block)"),
     ]:
@@ -162,6 +172,46 @@ def build_parser():
                                  default=default, help=f"{help_text} (default: {default})")
     eval_parser.add_argument("--report", metavar="OUT_JSON",
                              help="write every example's per-choice log-likelihoods here as JSON")
+
+    # ---- tinygpt finetune: supervised fine-tuning, in full or with LoRA (finetune.py)
+    finetune_parser = commands.add_parser(
+        "finetune", allow_abbrev=False,
+        help="fine-tune a checkpoint or GPT-2 directory on prompt/completion pairs (JSONL), in full or with LoRA")
+    finetune_parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR")
+    finetune_parser.add_argument("--overwrite", action="store_true",
+                                 help="start a new run even if OUT_DIR already holds checkpoints (they are replaced)")
+    finetune_parser.add_argument("--truncate", action="store_true", default=argparse.SUPPRESS,
+                                 help="cut the start of prompts too long for block_size (default: refuse them)")
+    finetune_parser.add_argument("--merge", action="store_true", default=argparse.SUPPRESS,
+                                 help="with LoRA, also write OUT_DIR/ckpt_merged.npz, the adapters folded into the weights")
+    finetune_help = {
+        "init_from": "a checkpoint (.npz) or a Hugging Face GPT-2 directory",
+        "data": 'JSONL, one {"prompt": ..., "completion": ...} per line',
+        "val_data": "held-out JSONL, instead of holding out val_fraction of --data",
+        "val_fraction": "the share of --data held out when there is no --val_data",
+        "template": "how a prompt is shown to the model; the completion follows it, then the end token "
+                    "(eot_token; the newline for char models). In a shell, write a newline as $'Q: {prompt}\\nA:'",
+        "lora_rank": "train LoRA adapters of this rank instead of every weight",
+        "lora_alpha": "LoRA scale numerator: the update is (alpha / rank) B A (none: the rank)",
+        "lora_targets": "comma-separated Linear layers to adapt, by name or name suffix",
+        "eval_examples": "held-out examples scored by greedy exact match at every evaluation",
+    }
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("truncate", "merge"):
+            continue
+        kind = {"lora_rank": int, "lora_alpha": float, "val_fraction": float, "eval_examples": int}.get(f.name, str)
+        default = {"init_from": "required", "data": "required"}.get(f.name, repr(f.default))
+        _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{finetune_help.get(f.name, '')} (default: {default})".strip())
+    train_defaults = TrainConfig(**FINETUNE_DEFAULTS)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in BASE_MODEL_FIELDS or f.name in ("data", "sample_tokens"):
+            continue  # the model is the base's; the data is --data
+        default = getattr(train_defaults, f.name)
+        kind = _bool if isinstance(default, bool) else type(default)
+        _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
+                    help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
+    commands.metavar = "{" + ",".join(commands.choices) + "}"  # every command, in the order added
     return parser
 
 
@@ -216,6 +266,9 @@ def _fine_tuning_run(config, explicit, directory):
 
 def run_train(args):
     config, explicit = train_config(args)
+    world = distributed.init_world()
+    # Under mpiexec -n N, data parallel over the N ranks (see distributed.py).
+    hooks = distributed.DataParallelHooks(world, zero_stage=args.zero) if world.size > 1 or args.zero else None
     model = batches = None
     if args.init_from and args.resume:
         raise ValueError("--resume continues from OUT_DIR/ckpt_last.npz, which already holds the fine-tuned "
@@ -224,7 +277,9 @@ def run_train(args):
         config, model, batches = _fine_tuning_run(config, explicit, args.init_from)
     with StopSignals() as stop:
         result = train(config, resume=args.resume, explicit=explicit, overwrite=args.overwrite, progress=Progress(),
-                       stop=stop, model=model, batches=batches)
+                       stop=stop, model=model, batches=batches, hooks=hooks)
+    if not world.is_main:  # rank 0 alone samples and reports
+        return 0
     config, model, batches = result["config"], result["model"], result["batches"]  # resumed: the checkpoint's
     if batches.tokenizer is not None and config.sample_tokens > 0:
         print(f"\nsample ({config.sample_tokens} tokens, temperature 0.8):")
@@ -237,6 +292,29 @@ def run_train(args):
         accuracy = task_accuracy(model, batches.task)
         print(f"\nexact-match accuracy on {len(batches.task.problems('test'))} held-out problems: {accuracy:.2%}")
     print(f"\ncheckpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best {batches.splits[-1]} loss)")
+    return 0
+
+
+def run_finetune(args):
+    """tinygpt finetune: build the settings from the flags and run finetune.finetune."""
+    given = vars(args)
+    train_names = [f.name for f in dataclasses.fields(TrainConfig) if f.name in given]
+    if "max_iters" in given and "lr_decay_iters" not in given:
+        given["lr_decay_iters"] = given["max_iters"]  # the schedule ends with the run, as in nanoGPT's configs
+        train_names.append("lr_decay_iters")
+    train_settings = TrainConfig(**{**FINETUNE_DEFAULTS, **{k: given[k] for k in train_names}})
+    settings = None
+    if not args.resume:
+        settings = FinetuneConfig(**{f.name: given[f.name] for f in dataclasses.fields(FinetuneConfig) if f.name in given})
+    with StopSignals() as stop:
+        result = finetune(settings, train_settings, resume=args.resume, explicit=tuple(train_names),
+                          overwrite=args.overwrite, progress=Progress(), stop=stop)
+    print(f"\nheld-out exact match {result['exact_match']:.1%} | trainable parameters "
+          f"{result['trainable_params']:,} | optimizer state {result['optimizer_bytes'] / 1e6:.3f} MB")
+    print(f"checkpoints: {result['ckpt_last']} (last), {result['ckpt_best']} (best held-out loss)")
+    for name in ("adapter", "merged"):
+        if result[name]:
+            print(f"{name}: {result[name]}")
     return 0
 
 
@@ -377,38 +455,50 @@ def run_eval(args):
 
 
 # What each subcommand runs; `main` dispatches on the name argparse parsed.
-COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve, "eval": run_eval}
+COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve, "eval": run_eval,
+            "finetune": run_finetune}
 
 
 def main(argv=None):
     """Run the command; returns the exit status (see the module docstring)."""
+    tune_process()  # the process-wide settings for speed, before any kernel runs
+    try:
+        world = distributed.init_world()  # under mpiexec -n N > 1: MPI starts here
+    except distributed.MPIUnavailable as error:  # no way to talk to the other ranks: rank 0 alone says it
+        if distributed.is_main_process():
+            print(f"tinygpt: error: {error}", file=sys.stderr)
+        return 2
+    if not world.is_main:
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints the log, the samples and --help
+    try:
+        world.check_same_arguments(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        return world.fail(2, f"tinygpt: error: {error}")
     args = build_parser().parse_args(argv)  # a usage error exits here with status 2
+    if args.command == "finetune":
+        return exit_status(lambda: run_finetune(args), resume_command="tinygpt finetune --resume --out_dir {out_dir}")
     return exit_status(lambda: COMMANDS[args.command](args))
 
 
 def exit_status(run, prog="tinygpt", resume_command="tinygpt train --resume --out_dir {out_dir}"):
     """Call `run()` and return its status; what it raises becomes one line on
     stderr and the status of the module docstring. The example scripts use it
-    too, with their own name and the command that resumes them."""
+    too, with their own name and the command that resumes them. Under mpiexec
+    the line is printed once for all ranks (distributed.World.fail)."""
+    fail = distributed.init_world().fail  # (status, message) -> status
     try:
         return run()
     except TrainingInterrupted as stop:
         resume = resume_command.format(out_dir=shlex.quote(stop.out_dir))
-        print(f"{prog}: {stop} (continue with: {resume})", file=sys.stderr)
-        return 128 + stop.signal_number
+        return fail(128 + stop.signal_number, f"{prog}: {stop} (continue with: {resume})")
     except TrainingDiverged as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
+        return fail(1, f"{prog}: error: {error}")
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the checkpoints already written are intact", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return fail(128 + signal.SIGINT, f"{prog}: interrupted; the checkpoints already written are intact")
     except MemoryError as error:
-        print(f"{prog}: error: out of memory ({error}); try a smaller model, batch_size or block_size",
-              file=sys.stderr)
-        return 2
+        return fail(2, f"{prog}: error: out of memory ({error}); try a smaller model, batch_size or block_size")
     except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
+        return fail(2, f"{prog}: error: {error}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tokenizers import CharTokenizer
+from .tokenizers import CharTokenizer, build_tokenizer
 from .validate import check_int
 
 # Label for target positions that take no loss, matching ``cross_entropy(..., ignore_index=-1)``.
@@ -414,16 +414,23 @@ class Batches:
     A text also has ``source`` (its absolute path, or ``"pystdlib"``) and ``text_sha256``,
     by which a resumed run recognises its text under any path: given ``text_sha256``
     (a resumed run's), another text is refused. ``tokenizer`` is the one to encode the
-    text with (a resumed run's); by default one is built from the text.
+    text with (a resumed run's); without one, ``build_tokenizer(tokenizer_kind, text,
+    vocab_size)`` makes it: ``"char"`` (the default), ``"bpe"`` (trained on the text), or
+    a directory of saved BPE files.
     """
 
-    def __init__(self, data, batch_size, block_size, tokenizer=None, text_sha256=None):
+    def __init__(self, data, batch_size, block_size, tokenizer=None, text_sha256=None, tokenizer_kind="char",
+                 vocab_size=4096):
         check_int("batch_size", batch_size, minimum=1)
         check_int("block_size", block_size, minimum=1)
         self.batch_size = batch_size
         self.task_name = data if data in ("adder", "sorter") else None
         self.text_sha256 = None
         if self.task_name:
+            if tokenizer_kind != "char":
+                raise ValueError(
+                    f"--tokenizer {tokenizer_kind} is for text data; the {data} task has its own digit tokens"
+                )
             self.task = AdderTask() if data == "adder" else SorterTask()
             self.tokenizer = None
             self.splits = self.task.splits
@@ -439,6 +446,8 @@ class Batches:
                 f"the text of {data} is not the text this run was trained on (its SHA-256 is "
                 f"{self.text_sha256[:12]}..., the run's {text_sha256[:12]}...); give --data the path of that text"
             )
+        if tokenizer is None:
+            tokenizer = build_tokenizer(tokenizer_kind, text, vocab_size)
         self.dataset = TextDataset(text, tokenizer)
         self.tokenizer = self.dataset.tokenizer
         self.splits, self.vocab_size = self.dataset.splits, self.dataset.vocab_size

@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 from .gpt import KVCache
-from .tasks import Generation, MultipleChoice, Perplexity
+from .tasks import MultipleChoice, Perplexity
 from .tensor import no_grad
 
 
@@ -176,13 +176,15 @@ class Evaluator:
                 text = text[: text.index(stop)]
         return text
 
-    def perplexity(self, text, stride=None):
+    def perplexity(self, text, stride=None, max_tokens=None, batch_size=16):
         """Token perplexity and bits per byte of `text`, by a sliding window.
 
         Each window holds up to block_size tokens and moves by `stride` (default
         block_size // 2); a window scores only the tokens no earlier window scored, each
         with at least block_size - stride tokens of context (the first ones less).
         Without an end-of-text token the first token has no prediction and is not scored.
+        `max_tokens` scores only the text's first that many tokens. Windows of equal
+        length go through the model `batch_size` at a time.
         Returns a dict: nll (nats), tokens, bytes of the scored text, ppl, bits_per_byte.
         """
         stride = stride or max(self.block_size // 2, 1)
@@ -191,19 +193,27 @@ class Evaluator:
         ids = self.tokenizer.encode(text)  # (N,)
         if self.eot_token is not None:  # then the text's first token is predicted from it
             ids = np.concatenate([[self.eot_token], ids]).astype(np.int64)  # (N + 1,)
+        ids = ids[: max_tokens + 1] if max_tokens else ids
         if len(ids) < 2:
             raise ValueError("perplexity: the text must have at least two tokens")
-        nll, scored_until = 0.0, 1  # tokens [1, scored_until) are scored
+        # (begin, end) of each window; it scores its last end - (previous end) tokens.
+        windows, scored_until = [], 1
+        while scored_until < len(ids):
+            # The first window scores block_size tokens, each later one the next `stride`.
+            end = min(len(ids), self.block_size + 1 if scored_until == 1 else scored_until + stride)
+            windows.append((max(end - self.block_size - 1, 0), end, end - scored_until))
+            scored_until = end
+        nll = 0.0
         with no_grad():
-            while scored_until < len(ids):
-                # The first window scores block_size tokens, each later one the next `stride`.
-                end = min(len(ids), self.block_size + 1 if scored_until == 1 else scored_until + stride)
-                window = ids[max(end - self.block_size - 1, 0) : end]  # (<= block_size + 1,)
-                logp = _log_softmax(self._all_logits(window[None, :-1])[0])  # (T, V)
-                n_new = end - scored_until
-                rows = np.arange(len(logp) - n_new, len(logp))  # (n_new,) positions predicting the new tokens
-                nll -= float(logp[rows, window[-n_new:]].sum())
-                scored_until = end
+            for start in range(0, len(windows), batch_size):
+                group = windows[start : start + batch_size]
+                for length in sorted({e - b for b, e, _ in group}):
+                    same = [w for w in group if w[1] - w[0] == length]
+                    batch = np.stack([ids[b:e] for b, e, _ in same])  # (n, length)
+                    logp = _log_softmax(self._all_logits(batch[:, :-1]))  # (n, length - 1, V)
+                    for row, (_, _, n_new) in enumerate(same):
+                        positions = np.arange(length - 1 - n_new, length - 1)  # (n_new,) predicting the new tokens
+                        nll -= float(logp[row, positions, batch[row, positions + 1]].sum())
         tokens = len(ids) - 1
         n_bytes = len(self.tokenizer.decode(ids[1:]).encode("utf-8"))
         return {"nll": nll, "tokens": tokens, "bytes": n_bytes, "ppl": math.exp(nll / tokens),
@@ -251,7 +261,7 @@ def evaluate_task(evaluator, task, num_fewshot=0, limit=None, seed=1234, progres
     started, records = time.monotonic(), []
     kind = type(examples[0]) if examples else None
     if kind is Perplexity:
-        return _evaluate_perplexity(evaluator, task, examples)
+        return _evaluate_perplexity(evaluator, task, examples, limit)
     for number, example in enumerate(examples, 1):
         prefix = few_shot_prefix(task, example, num_fewshot, generator)
         if isinstance(example, MultipleChoice):
@@ -260,7 +270,7 @@ def evaluate_task(evaluator, task, num_fewshot=0, limit=None, seed=1234, progres
             lls = np.array([s for s, _ in scores])  # (N,)
             lengths = np.array([len(c) for c in example.choices], dtype=np.float64)  # (N,) characters
             pred, pred_norm = int(lls.argmax()), int((lls / lengths).argmax())
-            records.append({"label": example.label, "loglikelihoods": lls.tolist(),
+            records.append({"choices": example.choices, "label": example.label, "loglikelihoods": lls.tolist(),
                             "is_greedy": [g for _, g in scores], "pred": pred, "pred_norm": pred_norm,
                             "acc": float(pred == example.label), "acc_norm": float(pred_norm == example.label)})
         else:
@@ -280,9 +290,9 @@ def evaluate_task(evaluator, task, num_fewshot=0, limit=None, seed=1234, progres
             "examples": records}
 
 
-def _evaluate_perplexity(evaluator, task, examples):
-    (example,) = examples
-    result = evaluator.perplexity(example.text, example.stride)
+def _evaluate_perplexity(evaluator, task, examples, limit):
+    (example,) = examples  # --limit N scores the first N windows of block_size tokens
+    result = evaluator.perplexity(example.text, example.stride, limit and limit * evaluator.block_size)
     uniform = math.log(evaluator.tokenizer.vocab_size)  # nats per token of a uniform guess
     chance = {"ppl": float(evaluator.tokenizer.vocab_size),
               "bits_per_byte": uniform * result["tokens"] / math.log(2) / result["bytes"]}

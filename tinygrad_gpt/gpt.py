@@ -77,7 +77,7 @@ class KVCache:
         hs = config.n_embd // config.n_head
         shape = (batch_size, config.n_head, config.block_size, hs)
         self.keys = [np.zeros(shape, dtype) for _ in range(config.n_layer)]  # each (B, nh, block, hs)
-        self.values = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
+        self.values = [np.zeros(shape, dtype) for _ in range(config.n_layer)]  # each (B, nh, block, hs)
         self.length = 0  # tokens stored, the same for every layer
         self.block_size = config.block_size
 
@@ -87,7 +87,7 @@ class KVCache:
         self.keys[layer][:, :, start : start + T] = k.data
         self.values[layer][:, :, start : start + T] = v.data
         end = start + T
-        return Tensor(self.keys[layer][:, :, :end]), Tensor(self.values[layer][:, :, :end])
+        return Tensor(self.keys[layer][:, :, :end]), Tensor(self.values[layer][:, :, :end])  # each (B, nh, end, hs)
 
 
 class CausalSelfAttention(Module):
@@ -198,7 +198,7 @@ class GPT(Module):
         logits (B, 1, V), loss None. `targets` equal to -1 are ignored. With a
         `kv_cache`, `idx` holds only the new tokens, placed after the cached ones.
         """
-        idx = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
+        idx = idx.data if isinstance(idx, Tensor) else np.asarray(idx)  # (B, T)
         if idx.ndim != 2:
             raise ValueError(f"GPT: idx must have shape (B, T), got {idx.shape}")
         B, T = idx.shape
@@ -221,7 +221,7 @@ class GPT(Module):
         if targets is None:
             logits = self.lm_head(x[:, -1:, :])  # (B, 1, V)
             return logits, None
-        targets = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        targets = targets.data if isinstance(targets, Tensor) else np.asarray(targets)  # (B, T)
         if targets.shape != idx.shape:
             raise ValueError(f"GPT: targets {targets.shape} must have the shape of idx {idx.shape}")
         logits = self.lm_head(x)  # (B, T, V)
@@ -245,7 +245,7 @@ class GPT(Module):
         Returns an int64 array (B, T + max_new_tokens) (a Tensor if given one).
         """
         given_tensor = isinstance(idx, Tensor)
-        idx = np.asarray(idx.data if given_tensor else idx)
+        idx = np.asarray(idx.data if given_tensor else idx)  # (B, T)
         stream = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
         with _inference(self):  # once here, so the stream's steps find eval mode set (see _inference)
             new_tokens = [token[:, None] for token in stream]  # each (B, 1)
@@ -326,28 +326,28 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     """
     logits = logits.astype(np.float64)  # (B, V)
     if temperature == 0:
-        return logits.argmax(axis=-1).astype(np.int64)  # greedy
+        return logits.argmax(axis=-1).astype(np.int64)  # (B,) greedy
     with np.errstate(over="ignore"):  # a tiny temperature sends non-maximal logits to -inf: right
-        logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature
+        logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature  # (B, V)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = np.partition(logits, -top_k, axis=-1)[:, -top_k, None]  # (B, 1) the k-th largest
-        logits = np.where(logits < kth, -np.inf, logits)
+        logits = np.where(logits < kth, -np.inf, logits)  # (B, V)
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))  # (B, V)
     probs /= probs.sum(axis=-1, keepdims=True)
     if top_p is not None and top_p < 1:
         order = np.argsort(-probs, axis=-1, kind="stable")  # (B, V) likeliest first
-        sorted_probs = np.take_along_axis(probs, order, axis=-1)
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)  # (B, V)
         # Keep a token if the probability of the tokens strictly likelier than it is
         # still below top_p: the smallest prefix reaching top_p (the first is always kept).
-        before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
-        keep_sorted = before < top_p
-        keep = np.zeros_like(keep_sorted)
+        before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # (B, V)
+        keep_sorted = before < top_p  # (B, V)
+        keep = np.zeros_like(keep_sorted)  # (B, V)
         np.put_along_axis(keep, order, keep_sorted, axis=-1)
-        probs = np.where(keep, probs, 0.0)
+        probs = np.where(keep, probs, 0.0)  # (B, V)
         probs /= probs.sum(axis=-1, keepdims=True)
     gen = generator if generator is not None else rng.get_generator()
     # Inverse-CDF sampling: the first index whose cumulative probability exceeds u.
     u = gen.random((probs.shape[0], 1))  # (B, 1)
     cdf = np.cumsum(probs, axis=-1)  # (B, V)
     choice = (cdf <= u * cdf[:, -1:]).sum(axis=-1)  # (B,)
-    return np.minimum(choice, probs.shape[-1] - 1).astype(np.int64)
+    return np.minimum(choice, probs.shape[-1] - 1).astype(np.int64)  # (B,)

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import functional as F
 from . import rng
+from .ops.lora import LoRALinearOp
 from .tensor import Tensor
 
 
@@ -212,8 +213,8 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, bias=True, eps=1e-5, dtype=np.float32):
         self.normalized_shape, self.eps = normalized_shape, eps
-        self.weight = Parameter(np.ones(normalized_shape, dtype=dtype))
-        self.bias = Parameter(np.zeros(normalized_shape, dtype=dtype)) if bias else None
+        self.weight = Parameter(np.ones(normalized_shape, dtype=dtype))  # (C,)
+        self.bias = Parameter(np.zeros(normalized_shape, dtype=dtype)) if bias else None  # (C,)
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -248,3 +249,52 @@ class GELU(Module):
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
+
+
+class LoRALinear(Module):
+    """A frozen Linear layer plus a trainable low-rank adapter (LoRA, Hu et al. 2021).
+
+    y = x W^T + b + (alpha / rank) (x A^T) B^T, with lora_A (rank, in_features)
+    random (PyTorch's Linear init, as PEFT) and lora_B (out_features, rank) zero,
+    so at the start the layer computes exactly what `base` did. `weight` and
+    `bias` are `base`'s own arrays, frozen (requires_grad False): only lora_A
+    and lora_B train. `merged()` folds the adapter back into a plain Linear.
+    The state dict keeps the base names (`weight`, `bias`) beside `lora_A` and
+    `lora_B`, so the base weights load into it unchanged.
+    """
+
+    def __init__(self, base, rank, alpha):
+        if not isinstance(base, Linear):
+            raise TypeError(f"LoRALinear: base must be a Linear layer, got {type(base).__name__}")
+        largest = min(base.in_features, base.out_features)
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= largest:
+            raise ValueError(
+                f"LoRALinear: rank must be an integer from 1 to {largest} (the smaller side of the "
+                f"{base.out_features}x{base.in_features} weight), got {rank!r}"
+            )
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+            raise ValueError(f"LoRALinear: alpha must be a positive number, got {alpha!r}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.rank, self.alpha, self.scale = int(rank), float(alpha), alpha / rank
+        self.weight = base.weight.requires_grad_(False)
+        self.bias = base.bias.requires_grad_(False) if base.bias is not None else None
+        dtype = base.weight.dtype
+        self.lora_A = Parameter(_uniform((rank, base.in_features), 1 / math.sqrt(base.in_features), dtype))
+        self.lora_B = Parameter(np.zeros((base.out_features, rank), dtype=dtype))
+
+    def forward(self, x):
+        bias = () if self.bias is None else (self.bias,)
+        return LoRALinearOp.apply(x, self.weight, self.lora_A, self.lora_B, *bias, scale=self.scale)
+
+    def merged(self):
+        """A plain Linear whose weight is W + (alpha / rank) B A: the same function, one matmul."""
+        layer = Linear.__new__(Linear)
+        layer.in_features, layer.out_features = self.in_features, self.out_features
+        delta = self.scale * (self.lora_B.data.astype(np.float64) @ self.lora_A.data.astype(np.float64))  # (out, in)
+        layer.weight = Parameter((self.weight.data + delta).astype(self.weight.dtype))  # (out, in)
+        layer.bias = Parameter(self.bias.data.copy()) if self.bias is not None else None
+        return layer
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, rank={self.rank}, alpha={self.alpha:g}")

@@ -7,8 +7,8 @@ that graph from the output back to the leaves in reverse topological order and
 asks every function for the gradient of its inputs given the gradient of its
 output: the chain rule, one node at a time.
 
-This file is only the engine. The operations themselves (`Add`, `MatMul`,
-`Softmax`, ...) live in `ops/`, the layer above, which also attaches the
+This file is only the engine. The operations themselves (`AddOp`, `MatMulOp`,
+`SoftmaxOp`, ...) live in `ops/`, the layer above, which also attaches the
 operator methods (`+`, `@`, `.sum()`, ...) to `Tensor` so that this file reads
 on its own.
 """
@@ -167,10 +167,6 @@ class Tensor:
     @property
     def ndim(self):
         return self.data.ndim
-
-    @property
-    def is_leaf(self):
-        return self._ctx is None
 
     def size(self, dim=None):
         return self.data.shape if dim is None else self.data.shape[dim]

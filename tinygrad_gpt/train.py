@@ -56,6 +56,8 @@ class TrainConfig(ModelSettings):
     GPTConfig) and these. Defaults: a baby GPT on the embedded Python-stdlib corpus."""
 
     data: str = "pystdlib"  # a UTF-8 text file, or one of: pystdlib, adder, sorter
+    tokenizer: str = "char"  # char, bpe (trained on the text), or a directory of vocab.json + merges.txt
+    vocab_size: int = 4096  # tokens of the BPE that --tokenizer bpe trains (the model takes the tokenizer's)
     out_dir: str = "out"
     # optimization
     batch_size: int = 12  # rows per optimizer step, over all micro-batches
@@ -98,6 +100,9 @@ class TrainConfig(ModelSettings):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a file path or one of {', '.join(BUILT_IN)}, got {self.data!r}")
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise ValueError(f"tokenizer must be 'char', 'bpe' or a directory of BPE files, got {self.tokenizer!r}")
+        check_int("vocab_size", self.vocab_size, minimum=257)  # the 256 bytes and <|endoftext|>
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise ValueError(f"out_dir must be a directory path, got {self.out_dir!r}")
         self.model_config()  # validates n_embd % n_head, dropout, bias
@@ -154,19 +159,40 @@ class TrainingDiverged(RuntimeError):
 class Hooks:
     """Where other ways of training plug into the loop; these defaults do nothing.
 
-    Data-parallel training, for instance, averages the gradients over ranks in
-    `after_backward`, the eval losses in `reduce_losses`, and lets only rank 0
-    be the writer of checkpoints and history.
+    Data-parallel training (distributed.DataParallelHooks), for instance, gives
+    each rank its rows of the batch in `prepare`, averages the losses over ranks
+    in `reduce_loss` and `reduce_losses`, the gradients in `step`, agrees on a
+    stop signal in `stop_signal`, and lets only rank 0 be the writer of
+    checkpoints and history.
     """
 
     is_writer = True  # whether this process writes checkpoints and history.csv
 
+    def prepare(self, config, batches, model, optimizer):
+        """The (batches, optimizer) to train with, once the weights and states are set or restored."""
+        return batches, optimizer
+
     def after_backward(self, model):
         """Called with the gradients of one optimizer step, before they are clipped."""
+
+    def step(self, model, optimizer, grad_clip):
+        """Clip the gradients' global norm to grad_clip (0: off) and take the optimizer step."""
+        self.after_backward(model)
+        if grad_clip > 0:
+            clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+    def reduce_loss(self, loss):
+        """The training loss of one step to record and check."""
+        return loss
 
     def reduce_losses(self, losses):
         """The eval losses ({split: mean loss}) to act on."""
         return losses
+
+    def stop_signal(self, received):
+        """The signal number to stop for (or None), given the one this process received."""
+        return received
 
 
 def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite=False,
@@ -196,6 +222,10 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
     last_path, best_path = _checkpoint_paths(config.out_dir)
     if hooks.is_writer:
         _prepare_out_dir(config.out_dir)
+        if config.tokenizer == "bpe" and not saved:  # a tokenizer trained for this run, reusable with --tokenizer DIR
+            tokenizer_dir = os.path.join(config.out_dir, "tokenizer")
+            batches.tokenizer.save(tokenizer_dir)
+            progress.line(f"BPE tokenizer of {batches.tokenizer.vocab_size} tokens trained, saved in {tokenizer_dir}")
     data_rng = np.random.default_rng(config.seed)
     iter_num, best_val_loss, history = 0, float("inf"), []
     if saved:
@@ -204,6 +234,7 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
         if iter_num >= config.max_iters:
             progress.line(f"the run already reached max_iters {config.max_iters}, so there is nothing to train; "
                           f"to train longer, resume with a larger --max_iters (such as {2 * config.max_iters})")
+    batches, optimizer = hooks.prepare(config, batches, model, optimizer)
     start_iter, saved_iter = iter_num, (iter_num if saved else None)  # saved_iter: what ckpt_last.npz holds
     progress.line(_describe_run(config, batches, model))
 
@@ -220,10 +251,12 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
         for name, p in model.named_parameters() if paths else ():
             if not np.isfinite(p.data).all():
                 diverged(f"parameter {name} became NaN or Inf")
+        # Asked of every process: a sharded optimizer (ZeRO-1) gathers its state to the writer here.
+        optimizer_state = optimizer.state_dict() if paths else None
         if not hooks.is_writer:
             return
         for path in paths:
-            save_training_state(path, model, optimizer, dataclasses.asdict(config), batches, iter_num,
+            save_training_state(path, model, optimizer_state, dataclasses.asdict(config), batches, iter_num,
                                 best_val_loss, history, data_rng)
         saved_iter = iter_num if last_path in paths else saved_iter
         write_history(config.out_dir, history)
@@ -248,11 +281,12 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
                 progress.line(f"step {iter_num}: train loss {losses['train']:.4f}, {eval_split} loss "
                               f"{losses[eval_split]:.4f}" + (" (best so far)" if improved else ""))
                 save(*((last_path, best_path) if improved else (last_path,)))
-            if stop is not None and stop.received is not None:
+            received = hooks.stop_signal(stop.received if stop is not None else None)
+            if received is not None:
                 save(last_path)
                 raise TrainingInterrupted(
-                    f"{signal.Signals(stop.received).name} received, so training stopped at iteration {iter_num} "
-                    f"after saving {last_path}", stop.received, config.out_dir)
+                    f"{signal.Signals(received).name} received, so training stopped at iteration {iter_num} "
+                    f"after saving {last_path}", received, config.out_dir)
             if iter_num >= config.max_iters:
                 break
 
@@ -260,14 +294,12 @@ def train(config, resume=False, progress=None, stop=None, explicit=(), overwrite
                            config.lr_decay_iters) if config.decay_lr else config.learning_rate
             optimizer.set_lr(lr)
             t0 = time.perf_counter()
-            loss_value = compute_grads(model, *batches.get("train", data_rng), config.gradient_accumulation_steps)
+            loss_value = hooks.reduce_loss(
+                compute_grads(model, *batches.get("train", data_rng), config.gradient_accumulation_steps))
             history.append({"iter": iter_num, "loss": loss_value, "lr": lr})
             if not math.isfinite(loss_value):
                 diverged(f"the loss became {loss_value}")
-            hooks.after_backward(model)
-            if config.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            hooks.step(model, optimizer, config.grad_clip)
             step_times.append(time.perf_counter() - t0)
             iter_num += 1
             if iter_num % config.log_interval == 0 or iter_num == config.max_iters:
@@ -397,7 +429,8 @@ def _build_run(config, resume, explicit, overwrite, batches, model, optimizer):
         if saved_meta:
             _check_resumed_data(last_path, saved_meta, config)
         saved_sha = saved_meta.get("data_sha256") if saved_meta else None
-        batches = Batches(config.data, config.batch_size, config.block_size, tokenizer, text_sha256=saved_sha)
+        batches = Batches(config.data, config.batch_size, config.block_size, tokenizer,
+                          text_sha256=saved_sha, tokenizer_kind=config.tokenizer, vocab_size=config.vocab_size)
         config = dataclasses.replace(config, data=batches.source)  # as an absolute path: resumable from anywhere
     rng.manual_seed(config.seed)  # the model's initial weights and the dropout masks
     if model is None:

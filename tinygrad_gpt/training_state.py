@@ -12,6 +12,8 @@ A checkpoint (the file format is `checkpoint.py`'s) stores
               iter_num, best_val_loss, history
               rng_state, data_rng_state   both random generators, so a resumed run
                                           continues bit for bit
+              lora           None, or a LoRA fine-tune's {rank, alpha, targets} (lora.py):
+                             load_model wraps those layers before loading the weights
 
 `load_model(path)` is all a user of a trained model needs; the rest is for
 `train.train(..., resume=True)`.
@@ -24,16 +26,18 @@ import numpy as np
 from . import rng
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .gpt import GPT, GPTConfig
+from .lora import apply_lora, lora_config
 from .tokenizers import tokenizer_from_dict
 
 # What `train` writes besides the model config, and needs to resume.
 TRAINING_STATE = ("train_config", "tokenizer", "iter_num", "best_val_loss", "rng_state", "data_rng_state", "history")
 
 
-def save_training_state(path, model, optimizer, train_config, batches, iter_num, best_val_loss, history, data_rng):
-    """Write everything needed to continue the run at `iter_num` to the checkpoint `path`."""
+def save_training_state(path, model, optimizer_state, train_config, batches, iter_num, best_val_loss, history, data_rng):
+    """Write everything needed to continue the run at `iter_num` to the checkpoint `path`
+    (`optimizer_state` is the optimizer's state_dict())."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"optim/{k}": v for k, v in optimizer_state.items()})
     tokenizer = batches.tokenizer
     metadata = {
         "model_config": model.config.to_dict(),
@@ -46,6 +50,7 @@ def save_training_state(path, model, optimizer, train_config, batches, iter_num,
         "rng_state": rng.get_rng_state(),
         "data_rng_state": data_rng.bit_generator.state,
         "history": history,
+        "lora": lora_config(model),  # None, or the adapters that load_model rebuilds before loading the weights
     }
     save_checkpoint(path, arrays, metadata)
 
@@ -64,8 +69,10 @@ def load_model(path):
     # Convert the model first: loading float64 weights into float32 parameters would round them.
     model = GPT(config).to(dtype)
     try:
+        if metadata.get("lora"):  # a LoRA fine-tune's checkpoint: its adapters beside the frozen weights
+            apply_lora(model, metadata["lora"]["rank"], metadata["lora"]["alpha"], metadata["lora"]["targets"])
         model.load_state_dict(weights)
-    except (KeyError, ValueError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} does not match its model config: {error}") from None
     return model, metadata, arrays
 

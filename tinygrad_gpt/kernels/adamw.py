@@ -13,8 +13,8 @@ parameter's dtype; the elementwise update runs in the parameter's dtype.
 import numpy as np
 from numba import njit, prange
 
-from ._checks import as_scalar, check_float_array, check_same_dtype, check_shape
-from ._threads import threads_for
+from ._checks import check_adamw_step
+from .tuning.threads import threads_for
 
 # Single-thread cost per element (float32, reference machine), for `threads_for` of the parameter.
 STEP_NS = 0.22
@@ -33,36 +33,13 @@ def _adamw_kernel(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, decay
         param[i] = param[i] * decay - lr * (m * corr1) / (np.sqrt(v * corr2) + eps)
 
 
-def _check(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
-    check_float_array("param", param)
-    for name, arr in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        check_float_array(name, arr)
-        check_same_dtype(name, arr, "param", param)
-        check_shape(name, arr, param.shape)
-    for name, arr in (("param", param), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if not arr.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous, because it is updated in place.")
-    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
-        raise ValueError(f"step must be an integer >= 1 (the 1-based step count), got {step!r}.")
-    t = param.dtype
-    scalars = [as_scalar(name, value, np.dtype(np.float64)) for name, value in
-               (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay))]
-    lr, beta1, beta2, eps, weight_decay = scalars
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not 0 <= beta < 1:
-            raise ValueError(f"{name} must lie in [0, 1), got {beta}.")
-    corr1 = 1 / (1 - beta1 ** int(step))
-    corr2 = 1 / (1 - beta2 ** int(step))
-    return [t.type(s) for s in (lr, beta1, beta2, eps, 1 - lr * weight_decay, corr1, corr2)]
-
-
 def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
     """One AdamW step, in place on param, exp_avg and exp_avg_sq (C-contiguous, same shape and dtype).
 
     grad may have any strides. step is the 1-based count of steps taken, this one included.
     Returns None.
     """
-    lr, beta1, beta2, eps, decay, corr1, corr2 = _check(
+    lr, beta1, beta2, eps, decay, corr1, corr2 = check_adamw_step(
         param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)
     flat_grad = np.ascontiguousarray(grad).reshape(-1)
     # reshape(-1) of a C-contiguous array is a view, so the kernel writes into the caller's arrays.
@@ -71,14 +48,3 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_d
                       lr, beta1, beta2, eps, decay, corr1, corr2)
 
 
-def adamw_step_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
-    """Reference for `adamw_step`: the same update with NumPy in-place array operations."""
-    lr, beta1, beta2, eps, decay, corr1, corr2 = _check(
-        param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)
-    one = param.dtype.type(1)
-    exp_avg *= beta1
-    exp_avg += (one - beta1) * grad
-    exp_avg_sq *= beta2
-    exp_avg_sq += (one - beta2) * grad * grad
-    param *= decay
-    param -= lr * (exp_avg * corr1) / (np.sqrt(exp_avg_sq * corr2) + eps)

@@ -1,40 +1,48 @@
 """Scaled dot-product attention, forward and backward, fused per (batch, head).
 
-Forward, for one (batch, head) with q (Tq, hs), k and v (Tk, hs):
-    scores = q @ k^T * scale                    (Tq, Tk)
-    att    = softmax(scores) over keys, with the causal rule of `softmax.py`
-             (query i sees key j only if j <= i + (Tk - Tq))
-    y      = att @ v                            (Tq, hs)
-att is returned and cached for the backward (it is needed there, and recomputing it
-costs a matmul and a softmax).
+The formulas are those of `attention_forward` / `attention_backward` in reference.py
+(derived in ops/fused.py, ScaledDotProductAttentionOp.backward):
 
-Backward, given dy (Tq, hs):
-    dv      = att^T @ dy                        (Tk, hs)
-    datt    = dy @ v^T                          (Tq, Tk)
-    dscores = att * (datt - rowsum(datt * att)) (softmax backward)
-    dq      = dscores @ k * scale               (Tq, hs)
-    dk      = dscores^T @ q * scale             (Tk, hs)
+    forward:   scores = q @ k^T * scale,  att = softmax(scores) (causal rule of
+               reference.causal_visible),  y = att @ v
+    backward:  dv = att^T @ dy,  datt = dy @ v^T,  dscores = att * (datt - rowsum(datt * att)),
+               dq = dscores @ k * scale,  dk = dscores^T @ q * scale
 
-Why fused: the products are done by the GEMM micro-kernel of matmul.py (`tile_product`)
-on blocks of 4 query rows, with the softmax applied in between while the block's scores
-are in cache; with a causal mask the blocks simply stop at the last visible key, so the
-masked half of the scores, of att @ v, and of the four backward products is never
-computed. The NumPy reference computes full products, masks, and runs the softmax as
-five separate array passes.
+Where scale is applied: the forward multiplies each tile of q @ k^T by it as it
+stores the scores; the fused backward folds it into dscores once (dscores * scale,
+then dq = dscores @ k and dk = dscores^T @ q), which is the same product.
+att is returned by the forward and cached for the backward (recomputing it costs a
+matmul and a softmax).
 
-Parallel tasks: the forward has one per block of 4 query rows of one (batch, head); the
-backward one per (batch, head), because dk and dv sum over all of the head's queries.
+Why fused: the products are done by the GEMM micro-kernel of gemm.py (`tile_product`)
+on blocks of MR query rows (MR = 4 with AVX-512 and on other CPUs, 6 with AVX2: the
+tile of tuning/target.py), with the softmax applied in between while the block's
+scores are in cache; with a causal mask the blocks stop at the last visible key, so
+the masked half of the scores, of att @ v, and of the four backward products is
+never computed.
+
+Which path runs:
+* forward: the fused kernel, except for tiny problems (under SMALL_ATTENTION_WORK
+  multiply-adds, e.g. decoding one token with a KV cache), where np.matmul around the
+  softmax kernel is cheaper than packing;
+* backward: the fused kernel when hs is a multiple of the tile width NC (64 with
+  AVX-512, 16 with AVX2); otherwise the tile's padding wastes work and the same
+  formulas run as `matmul` products around `softmax_backward`
+  (`_attention_backward_composed`; measurements in `attention_backward`).
+
+Parallel tasks: the forward has one per block of MR query rows of one (batch, head);
+the backward one per (batch, head), because dk and dv sum over all of the head's queries.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from ._aligned import aligned_empty
-from ._checks import as_scalar, check_float_array, check_same_dtype, check_shape
-from ._threads import threads_for
+from ._checks import check_attention_backward, check_attention_forward
 from ._vecmath import fast_exp, row_dot, row_max, row_sum
-from .matmul import MR, NC, matmul, pack_panels, pack_rows, round_up, tile_product
-from .softmax import softmax_backward, softmax_backward_ref, softmax_forward, softmax_forward_ref
+from .gemm import MR, NC, matmul, pack_panels, pack_rows, round_up, tile_product
+from .softmax import softmax_backward, softmax_forward
+from .tuning.aligned import aligned_empty
+from .tuning.threads import threads_for
 
 # Single-thread cost per element of one (Tq, Tk, hs) block, summed over heads (float32,
 # reference machine), for `threads_for`.
@@ -44,10 +52,10 @@ BACKWARD_NS = 0.13
 
 @njit(cache=True)
 def _forward_rows(q, k_panels, v_panels, scale, causal, i0, y, att):
-    """Rows i0 .. i0 + MR - 1 of one (batch, head): fill their rows of y (Tq, hs) and att (Tq, Tk).
+    """Query rows i0 .. i0 + MR - 1 of one (batch, head): fill their rows of y (Tq, hs) and att (Tq, Tk).
 
     q (Tqp, hs) has its rows padded to a multiple of MR; k_panels (., hs, NC) holds k^T
-    and v_panels (., Tk, NC) holds v, both cut into panels (see matmul.py).
+    and v_panels (., Tk, NC) holds v, both cut into panels (see gemm.py).
     """
     Tq, hs = y.shape
     Tk = att.shape[1]
@@ -177,23 +185,6 @@ def _attention_backward_kernel(dy, att, v_panels, k_panels, q_panels, dy_panels,
         _backward_head(dy[g], att[g], v_panels[g], k_panels[g], q_panels[g], dy_panels[g], scale, dq[g], dk[g], dv[g])
 
 
-def _check_forward(q, k, v, scale, causal):
-    check_float_array("q", q, ndim=4)
-    check_float_array("k", k, ndim=4)
-    check_same_dtype("k", k, "q", q)
-    check_float_array("v", v)
-    check_same_dtype("v", v, "q", q)
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    check_shape("k", k, (B, nh, Tk, hs))
-    check_shape("v", v, (B, nh, Tk, hs))
-    if causal and Tq > Tk:
-        raise ValueError(f"q must not have more positions than k when causal=True, got Tq={Tq} > Tk={Tk}.")
-    if Tk == 0 and Tq > 0:
-        raise ValueError("k and v must have at least one position to attend to.")
-    return as_scalar("scale", scale, q.dtype)
-
-
 SMALL_ATTENTION_WORK = 2**16  # multiply-adds of q @ k^T below which the fused kernel does not pay
 
 
@@ -202,7 +193,7 @@ def attention_forward(q, k, v, scale, causal):
 
     att = softmax(q @ k^T * scale) with the causal rule of `softmax_forward` when causal.
     """
-    scale = _check_forward(q, k, v, scale, causal)
+    scale = check_attention_forward(q, k, v, scale, causal)
     B, nh, Tq, hs = q.shape
     Tk = k.shape[2]
     G = B * nh
@@ -223,24 +214,6 @@ def attention_forward(q, k, v, scale, causal):
     return y.reshape(B, nh, Tq, hs), att.reshape(B, nh, Tq, Tk)
 
 
-def attention_forward_ref(q, k, v, scale, causal):
-    """Reference for `attention_forward`: NumPy matmuls around the reference softmax."""
-    scale = _check_forward(q, k, v, scale, causal)
-    att = softmax_forward_ref(np.matmul(q, np.swapaxes(k, -1, -2)) * scale, causal)  # (B, nh, Tq, Tk)
-    return np.matmul(att, v), att
-
-
-def _check_backward(dy, q, k, v, att, scale):
-    scale = _check_forward(q, k, v, scale, False)
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    for name, arr, shape in (("dy", dy, (B, nh, Tq, hs)), ("att", att, (B, nh, Tq, Tk))):
-        check_float_array(name, arr)
-        check_same_dtype(name, arr, "q", q)
-        check_shape(name, arr, shape)
-    return scale
-
-
 def attention_backward(dy, q, k, v, att, scale):
     """Gradients of attention: returns (dq, dk, dv) shaped like q, k, v.
 
@@ -255,7 +228,7 @@ def attention_backward(dy, q, k, v, att, scale):
     0.56-0.58 ms, NumPy reference 0.66-0.69 ms; hs = 64, T = 256: fused 13.8-17.3 ms,
     composed 24.5-32.5 ms, reference 28 ms.
     """
-    scale = _check_backward(dy, q, k, v, att, scale)
+    scale = check_attention_backward(dy, q, k, v, att, scale)
     B, nh, Tq, hs = q.shape
     if hs % NC != 0:
         return _attention_backward_composed(dy, q, k, v, att, scale)
@@ -284,12 +257,3 @@ def _attention_backward_composed(dy, q, k, v, att, scale):
     return dq, dk, dv
 
 
-def attention_backward_ref(dy, q, k, v, att, scale):
-    """Reference for `attention_backward`: the textbook products in NumPy."""
-    scale = _check_backward(dy, q, k, v, att, scale)
-    dv = np.matmul(np.swapaxes(att, -1, -2), dy)  # (B, nh, Tk, hs)
-    datt = np.matmul(dy, np.swapaxes(v, -1, -2))  # (B, nh, Tq, Tk)
-    dscores = softmax_backward_ref(att, datt)  # (B, nh, Tq, Tk)
-    dq = np.matmul(dscores, k) * scale  # (B, nh, Tq, hs)
-    dk = np.matmul(np.swapaxes(dscores, -1, -2), q) * scale  # (B, nh, Tk, hs)
-    return dq, dk, dv

@@ -18,15 +18,15 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._checks import as_index_array, as_scalar, check_float_array, check_same_dtype, check_shape
-from ._threads import PARALLEL_MIN_US
+from ._checks import check_cross_entropy_logits, check_shape, cross_entropy_scale
 from ._vecmath import fast_exp, row_max, row_sum
+from .tuning.threads import PARALLEL_MIN_US
 
 
 ROWS_PER_TASK = 64  # rows per parallel task; the task's scratch row is reused across them
 
 # Single-thread cost per element (float32, reference machine), to choose between the
-# serial and the parallel kernel (see _threads.py for why small calls stay on one thread).
+# serial and the parallel kernel (see tuning/threads.py for why small calls stay on one thread).
 FORWARD_NS = 0.3
 BACKWARD_NS = 0.2
 
@@ -153,27 +153,9 @@ def _serial(size, ns_per_element):
     return size * ns_per_element / 1000 < PARALLEL_MIN_US or numba.get_num_threads() == 1
 
 
-def _check_logits_and_ignore_index(logits, ignore_index):
-    check_float_array("logits", logits, ndim=2)
-    if logits.shape[1] == 0:
-        raise ValueError(f"logits must have at least one class, got shape {logits.shape}.")
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}.")
-    return int(ignore_index)
-
-
-def _check_forward(logits, targets, ignore_index):
-    """The references' checks, in NumPy: returns (targets as int64, ignore_index as int)."""
-    ignore_index = _check_logits_and_ignore_index(logits, ignore_index)
-    N, V = logits.shape
-    targets = as_index_array("targets", targets, 0, V, allowed=ignore_index)
-    check_shape("targets", targets, (N,))
-    return targets, ignore_index
-
-
 def _checked_targets(logits, targets, ignore_index):
-    """The kernels' checks, as `_check_forward` but with the range check in Numba: returns (targets, ignore_index, n_valid)."""
-    ignore_index = _check_logits_and_ignore_index(logits, ignore_index)
+    """The kernels' checks, as `check_cross_entropy_forward` but with the range check in Numba: returns (targets, ignore_index, n_valid)."""
+    ignore_index = check_cross_entropy_logits(logits, ignore_index)
     N, V = logits.shape
     if not isinstance(targets, np.ndarray):
         raise TypeError(f"targets must be a NumPy array of integers, got {type(targets).__name__}.")
@@ -202,33 +184,6 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     return np.asarray(loss, dtype=logits.dtype), lse
 
 
-def cross_entropy_forward_ref(logits, targets, ignore_index=-100):
-    """Reference for `cross_entropy_forward` in plain NumPy."""
-    targets, ignore_index = _check_forward(logits, targets, ignore_index)
-    m = logits.max(axis=1, keepdims=True)  # (N, 1)
-    lse = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]  # (N,)
-    valid = targets != ignore_index  # (N,)
-    rows = np.nonzero(valid)[0]
-    nll = lse[rows] - logits[rows, targets[rows]]  # (n_valid,)
-    loss = nll.mean(dtype=np.float64) if rows.size > 0 else np.nan
-    return np.asarray(loss, dtype=logits.dtype), lse
-
-
-def _check_backward(logits, targets, lse, dloss, ignore_index):
-    """The references' checks: returns (targets, ignore_index, scale = dloss / n_valid in logits' dtype)."""
-    targets, ignore_index = _check_forward(logits, targets, ignore_index)
-    return targets, ignore_index, _checked_scale(logits, lse, dloss, np.count_nonzero(targets != ignore_index))
-
-
-def _checked_scale(logits, lse, dloss, n_valid):
-    check_float_array("lse", lse)
-    check_same_dtype("lse", lse, "logits", logits)
-    check_shape("lse", lse, (logits.shape[0],))
-    # float64 division, then one rounding to the logits' dtype.
-    scale = as_scalar("dloss", dloss, np.dtype(np.float64)) / max(n_valid, 1)
-    return logits.dtype.type(scale)
-
-
 def cross_entropy_backward(logits, targets, lse, dloss, ignore_index=-100):
     """Gradient of the mean cross-entropy: dlogits (N, V) = dloss * (softmax - onehot) / n_valid.
 
@@ -236,18 +191,10 @@ def cross_entropy_backward(logits, targets, lse, dloss, ignore_index=-100):
     upstream gradient of the scalar loss (a number or 0-d array).
     """
     targets, ignore_index, n_valid = _checked_targets(logits, targets, ignore_index)
-    scale = _checked_scale(logits, lse, dloss, n_valid)
+    scale = cross_entropy_scale(logits, lse, dloss, n_valid)
     dlogits = np.empty(logits.shape, dtype=logits.dtype)  # (N, V)
     kernel = _backward_serial if _serial(logits.size, BACKWARD_NS) else _backward_parallel
     kernel(np.ascontiguousarray(logits), targets, np.ascontiguousarray(lse), scale, ignore_index, dlogits)
     return dlogits
 
 
-def cross_entropy_backward_ref(logits, targets, lse, dloss, ignore_index=-100):
-    """Reference for `cross_entropy_backward` in plain NumPy."""
-    targets, ignore_index, scale = _check_backward(logits, targets, lse, dloss, ignore_index)
-    probs = np.exp(logits - lse[:, None])  # (N, V)
-    rows = np.nonzero(targets != ignore_index)[0]
-    probs[rows, targets[rows]] -= 1
-    probs[targets == ignore_index] = 0
-    return scale * probs

@@ -16,8 +16,8 @@ which makes the two agree bit for bit.
 import numpy as np
 from numba import njit, prange
 
-from ._checks import as_index_array, check_float_array
-from ._threads import threads_for
+from ._checks import check_embedding_backward
+from .tuning.threads import threads_for
 
 COLS_PER_TASK = 16  # width of the column block one task owns (one 512-bit vector of float32)
 
@@ -39,32 +39,16 @@ def _embedding_backward_kernel(idx, dout, dweight):
                 dweight[row, c] += dout[n, c]
 
 
-def _check(idx, dout, num_embeddings):
-    if not isinstance(num_embeddings, (int, np.integer)) or isinstance(num_embeddings, bool) or num_embeddings < 0:
-        raise TypeError(f"num_embeddings must be a non-negative integer, got {num_embeddings!r}.")
-    check_float_array("dout", dout, min_ndim=1)
-    idx = as_index_array("idx", idx, 0, int(num_embeddings))
-    if dout.shape[:-1] != idx.shape:
-        raise ValueError(f"dout must have shape idx.shape + (C,) = {idx.shape} + (C,), got {dout.shape}.")
-    return idx.reshape(-1), dout.reshape(-1, dout.shape[-1])  # (N,), (N, C)
-
-
 def embedding_backward(idx, dout, num_embeddings):
     """Gradient of an embedding table: dweight (num_embeddings, C), the scatter-add of dout rows into rows idx.
 
     idx is an integer array of any shape (e.g. (N,) or (B, T)); dout has shape idx.shape + (C,).
     The result is deterministic (bit-identical across runs and to the reference).
     """
-    idx, dout = _check(idx, dout, num_embeddings)
+    idx, dout = check_embedding_backward(idx, dout, num_embeddings)
     dweight = np.zeros((int(num_embeddings), dout.shape[1]), dtype=dout.dtype)  # (V, C)
     with threads_for(dout.size * BACKWARD_NS / 1000):
         _embedding_backward_kernel(idx, np.ascontiguousarray(dout), dweight)
     return dweight
 
 
-def embedding_backward_ref(idx, dout, num_embeddings):
-    """Reference for `embedding_backward`: NumPy's unbuffered add, which handles repeated indices."""
-    idx, dout = _check(idx, dout, num_embeddings)
-    dweight = np.zeros((int(num_embeddings), dout.shape[1]), dtype=dout.dtype)  # (V, C)
-    np.add.at(dweight, idx, dout)
-    return dweight

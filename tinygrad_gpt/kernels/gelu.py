@@ -18,18 +18,15 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._checks import check_float_array, check_same_dtype, check_shape
-from ._threads import threads_for
+from ._checks import check_gelu_backward, check_gelu_forward
 from ._vecmath import fast_exp
+from .reference import CUBIC, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI  # the formulas' constants, defined once
+from .tuning.threads import threads_for
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_CUBIC = 0.044715
 
-# Single-thread cost per element (float32, reference machine), for `threads_for`. Measured
-# before the kernels used FMA, which made them 25-40% cheaper (tanh fwd 0.23, bwd 0.34 ns);
-# the old values are kept because they still put the baby GPT's calls on the faster side
+# Per-element costs for `threads_for`, in ns. Not the measured single-thread costs
+# (0.23 fwd, 0.34 bwd with FMA, float32, reference machine) but set higher on purpose,
+# so that the baby GPT's GELU calls run on two threads, which measured faster there
 # (bwd at (768, 512): 112 us on two threads, 135 us on one).
 FORWARD_NS = 0.35
 BACKWARD_NS = 0.5
@@ -51,7 +48,7 @@ def _normal_cdf_f32(x):
     this is 0.4 ns per element on 2 threads.)
     """
     f = np.float32
-    z = abs(x) * f(_INV_SQRT_2)
+    z = abs(x) * f(INV_SQRT_2)
     t = f(1.0) / (f(1.0) + f(0.5) * z)
     p = f(0.17087277)
     p = p * t + f(-0.82215223)
@@ -70,7 +67,7 @@ def _normal_cdf_f32(x):
 @njit(cache=True, inline="always")
 def _normal_cdf_f64(x):
     """Phi(x) for a float64 x from the C library's erf, exact to double precision."""
-    return 0.5 * (1.0 + math.erf(x * _INV_SQRT_2))
+    return 0.5 * (1.0 + math.erf(x * INV_SQRT_2))
 
 
 @njit(cache=True, inline="always")
@@ -95,7 +92,7 @@ def _gelu_forward_kernel(x, y, tanh_form):
     """y = gelu(x) elementwise for flat C-contiguous x, y."""
     t = x.dtype.type  # constants in x's precision, so float32 stays float32
     one, two = t(1.0), t(2.0)
-    c, cubic = t(_SQRT_2_OVER_PI), t(_CUBIC)
+    c, cubic = t(SQRT_2_OVER_PI), t(CUBIC)
     if tanh_form:
         for i in prange(x.shape[0]):
             u = c * (x[i] + cubic * x[i] * x[i] * x[i])
@@ -110,7 +107,7 @@ def _gelu_backward_kernel(x, dy, dx, tanh_form):
     """dx = dy * gelu'(x) elementwise for flat C-contiguous x, dy, dx."""
     t = x.dtype.type
     half, one, two, three = t(0.5), t(1.0), t(2.0), t(3.0)
-    c, cubic, inv_sqrt2pi = t(_SQRT_2_OVER_PI), t(_CUBIC), t(_INV_SQRT_2PI)
+    c, cubic, inv_sqrt2pi = t(SQRT_2_OVER_PI), t(CUBIC), t(INV_SQRT_2PI)
     if tanh_form:
         for i in prange(x.shape[0]):
             xi = x[i]
@@ -125,16 +122,9 @@ def _gelu_backward_kernel(x, dy, dx, tanh_form):
             dx[i] = dy[i] * (normal_cdf(xi) + xi * pdf)
 
 
-def _check_approximate(approximate):
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}.")
-    return approximate == "tanh"
-
-
 def gelu_forward(x, approximate="none"):
     """GELU of x (any shape, float32/float64); approximate is 'none' (erf) or 'tanh' as in PyTorch."""
-    check_float_array("x", x)
-    tanh_form = _check_approximate(approximate)
+    tanh_form = check_gelu_forward(x, approximate)
     flat = np.ascontiguousarray(x).reshape(-1)  # (n,)
     y = np.empty_like(flat)  # (n,)
     with threads_for(x.size * FORWARD_NS / 1000):
@@ -144,45 +134,10 @@ def gelu_forward(x, approximate="none"):
 
 def gelu_backward(x, dy, approximate="none"):
     """Gradient of GELU: dx = dy * gelu'(x), where x is the forward input."""
-    check_float_array("x", x)
-    check_float_array("dy", dy)
-    check_same_dtype("dy", dy, "x", x)
-    check_shape("dy", dy, x.shape)
-    tanh_form = _check_approximate(approximate)
+    tanh_form = check_gelu_backward(x, dy, approximate)
     flat_x = np.ascontiguousarray(x).reshape(-1)  # (n,)
     flat_dy = np.ascontiguousarray(dy).reshape(-1)  # (n,)
     dx = np.empty_like(flat_x)  # (n,)
     with threads_for(x.size * BACKWARD_NS / 1000):
         _gelu_backward_kernel(flat_x, flat_dy, dx, tanh_form)
     return dx.reshape(x.shape)
-
-
-# NumPy has no erf. Python's math.erf applied element by element is exact to double
-# precision, which is what a reference needs; it is also slow (a Python call per element),
-# so the benchmark's ratio for approximate="none" overstates the kernel's advantage.
-_erf_ref = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def gelu_forward_ref(x, approximate="none"):
-    """Reference for `gelu_forward`: the textbook formulas in NumPy."""
-    check_float_array("x", x)
-    if _check_approximate(approximate):
-        u = _SQRT_2_OVER_PI * (x + _CUBIC * x * x * x)
-        return 0.5 * x * (1 + np.tanh(u))
-    return (0.5 * x * (1 + _erf_ref(x * _INV_SQRT_2))).astype(x.dtype)
-
-
-def gelu_backward_ref(x, dy, approximate="none"):
-    """Reference for `gelu_backward`: the textbook derivatives in NumPy."""
-    check_float_array("x", x)
-    check_float_array("dy", dy)
-    check_same_dtype("dy", dy, "x", x)
-    check_shape("dy", dy, x.shape)
-    if _check_approximate(approximate):
-        u = _SQRT_2_OVER_PI * (x + _CUBIC * x * x * x)
-        th = np.tanh(u)
-        du = _SQRT_2_OVER_PI * (1 + 3 * _CUBIC * x * x)
-        return dy * (0.5 * (1 + th) + 0.5 * x * (1 - th * th) * du)
-    cdf = 0.5 * (1 + _erf_ref(x * _INV_SQRT_2))
-    pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
-    return (dy * (cdf + x * pdf)).astype(x.dtype)

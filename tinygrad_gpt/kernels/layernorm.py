@@ -17,9 +17,9 @@ the mean), and the path through rstd (every x_j moves the variance). And
 import numpy as np
 from numba import njit, prange
 
-from ._checks import as_scalar, check_float_array, check_same_dtype, check_shape
-from ._threads import threads_for
+from ._checks import check_layernorm_backward, check_layernorm_forward
 from ._vecmath import row_dot, row_sum
+from .tuning.threads import threads_for
 
 # Rows per parallel task in the backward. dweight and dbias are sums over all N = B * T
 # rows; each task sums its block of rows into its own partial row, and the partial rows
@@ -79,29 +79,12 @@ def _layernorm_backward_kernel(dy, x, weight, mean, rstd, dx, partial_dweight, p
                 dxr[j] = rstd[n] * (g[j] - g_mean - dxr[j] * gx_mean)
 
 
-def _check_forward(x, weight, bias, eps):
-    check_float_array("x", x, ndim=2)
-    check_float_array("weight", weight, ndim=1)
-    check_same_dtype("weight", weight, "x", x)
-    check_shape("weight", weight, (x.shape[1],))
-    if bias is not None:
-        check_float_array("bias", bias, ndim=1)
-        check_same_dtype("bias", bias, "x", x)
-        check_shape("bias", bias, (x.shape[1],))
-    eps = as_scalar("eps", eps, x.dtype)
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps}.")
-    if x.shape[1] == 0:
-        raise ValueError(f"x must have at least one column to normalise, got shape {x.shape}.")
-    return eps
-
-
 def layernorm_forward(x, weight, bias, eps):
     """Layer norm of the rows of x (N, C): returns (y (N, C), mean (N,), rstd (N,)), all in x's dtype.
 
     bias may be None (no shift).
     """
-    eps = _check_forward(x, weight, bias, eps)
+    eps = check_layernorm_forward(x, weight, bias, eps)
     N, C = x.shape
     bias = np.zeros(C, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias)  # (C,)
     y = np.empty((N, C), dtype=x.dtype)  # (N, C)
@@ -112,34 +95,13 @@ def layernorm_forward(x, weight, bias, eps):
     return y, mean, rstd
 
 
-def layernorm_forward_ref(x, weight, bias, eps):
-    """Reference for `layernorm_forward` in plain NumPy."""
-    eps = _check_forward(x, weight, bias, eps)
-    mean = x.mean(axis=1)  # (N,)
-    xc = x - mean[:, None]  # (N, C)
-    rstd = 1 / np.sqrt((xc * xc).mean(axis=1) + eps)  # (N,)
-    y = xc * rstd[:, None] * weight  # (N, C)
-    if bias is not None:
-        y = y + bias
-    return y, mean, rstd
-
-
-def _check_backward(dy, x, weight, mean, rstd):
-    check_float_array("x", x, ndim=2)
-    N, C = x.shape
-    for name, arr, shape in (("dy", dy, (N, C)), ("weight", weight, (C,)), ("mean", mean, (N,)), ("rstd", rstd, (N,))):
-        check_float_array(name, arr)
-        check_same_dtype(name, arr, "x", x)
-        check_shape(name, arr, shape)
-
-
 def layernorm_backward(dy, x, weight, mean, rstd):
     """Gradients of layer norm: returns (dx (N, C), dweight (C,), dbias (C,)) in x's dtype.
 
     mean and rstd are the ones `layernorm_forward` returned. dbias is always returned;
     the caller ignores it when the layer has no bias.
     """
-    _check_backward(dy, x, weight, mean, rstd)
+    check_layernorm_backward(dy, x, weight, mean, rstd)
     N, C = x.shape
     n_tasks = -(-N // ROWS_PER_TASK)
     dx = np.empty((N, C), dtype=x.dtype)  # (N, C)
@@ -151,10 +113,3 @@ def layernorm_backward(dy, x, weight, mean, rstd):
     return dx, partial_dweight.sum(axis=0), partial_dbias.sum(axis=0)
 
 
-def layernorm_backward_ref(dy, x, weight, mean, rstd):
-    """Reference for `layernorm_backward` in plain NumPy."""
-    _check_backward(dy, x, weight, mean, rstd)
-    xhat = (x - mean[:, None]) * rstd[:, None]  # (N, C)
-    g = dy * weight  # (N, C)
-    dx = rstd[:, None] * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))  # (N, C)
-    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)

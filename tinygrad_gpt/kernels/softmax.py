@@ -20,9 +20,9 @@ Masked entries have y_j = 0 and so get dx_j = 0 without special handling.
 import numpy as np
 from numba import njit, prange
 
-from ._checks import check_float_array, check_same_dtype, check_shape
-from ._threads import threads_for
+from ._checks import check_softmax_backward, check_softmax_forward
 from ._vecmath import fast_exp, row_dot, row_max, row_sum
+from .tuning.threads import threads_for
 
 # Single-thread cost per element (float32, reference machine), for `threads_for`.
 FORWARD_NS = 0.9
@@ -64,22 +64,13 @@ def _softmax_backward_kernel(y, dy, dx):
             dx[r, j] = y[r, j] * (dy[r, j] - s)
 
 
-def _check_causal(x, causal):
-    if causal:
-        if x.ndim < 2:
-            raise ValueError(f"x must have at least 2 dims (..., Tq, Tk) when causal=True, got shape {x.shape}.")
-        if x.shape[-2] > x.shape[-1]:
-            raise ValueError(f"x must have Tq <= Tk when causal=True, got shape {x.shape}.")
-
-
 def softmax_forward(x, causal=False):
     """Softmax over the last dim of x (float32/float64, any shape with ndim >= 1).
 
     With causal=True, x is (..., Tq, Tk) and entry (i, j) is masked unless
     j <= i + (Tk - Tq). Rows whose visible entries are all -inf give zeros.
     """
-    check_float_array("x", x, min_ndim=1)
-    _check_causal(x, causal)
+    check_softmax_forward(x, causal)
     if x.size == 0:
         return np.zeros(x.shape, dtype=x.dtype)
     Tk = x.shape[-1]
@@ -91,33 +82,9 @@ def softmax_forward(x, causal=False):
     return y.reshape(x.shape)
 
 
-def softmax_forward_ref(x, causal=False):
-    """Reference for `softmax_forward` in plain NumPy."""
-    check_float_array("x", x, min_ndim=1)
-    _check_causal(x, causal)
-    if x.size == 0:
-        return np.zeros(x.shape, dtype=x.dtype)
-    if causal:
-        Tq, Tk = x.shape[-2:]
-        visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, Tk)
-        x = np.where(visible, x, x.dtype.type(-np.inf))
-    m = x.max(axis=-1, keepdims=True)  # (..., 1)
-    m = np.where(m == -np.inf, 0, m)  # all -inf rows: exp(-inf - 0) = 0 instead of NaN
-    e = np.exp(x - m)
-    s = e.sum(axis=-1, keepdims=True)  # (..., 1)
-    return np.divide(e, s, out=np.zeros_like(e), where=s > 0)
-
-
-def _check_backward(y, dy):
-    check_float_array("y", y, min_ndim=1)
-    check_float_array("dy", dy)
-    check_same_dtype("dy", dy, "y", y)
-    check_shape("dy", dy, y.shape)
-
-
 def softmax_backward(y, dy):
     """Gradient of softmax: dx = y * (dy - sum(dy * y, axis=-1, keepdims=True)); y is the forward output."""
-    _check_backward(y, dy)
+    check_softmax_backward(y, dy)
     if y.size == 0:
         return np.zeros(y.shape, dtype=y.dtype)
     Tk = y.shape[-1]
@@ -129,7 +96,3 @@ def softmax_backward(y, dy):
     return dx.reshape(y.shape)
 
 
-def softmax_backward_ref(y, dy):
-    """Reference for `softmax_backward` in plain NumPy."""
-    _check_backward(y, dy)
-    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))

@@ -36,7 +36,7 @@ def check_binary(op_name, a, b):
         ) from None
 
 
-class Add(Function):
+class AddOp(Function):
     def forward(self, a, b):
         check_binary("add", a, b)
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -47,7 +47,7 @@ class Add(Function):
         return unbroadcast(grad, self.a_shape), unbroadcast(grad, self.b_shape)
 
 
-class Sub(Function):
+class SubOp(Function):
     def forward(self, a, b):
         check_binary("sub", a, b)
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -58,7 +58,7 @@ class Sub(Function):
         return unbroadcast(grad, self.a_shape), unbroadcast(-grad, self.b_shape)
 
 
-class Mul(Function):
+class MulOp(Function):
     def forward(self, a, b):
         check_binary("mul", a, b)
         self.a, self.b = a, b  # each factor is the other's derivative
@@ -71,7 +71,7 @@ class Mul(Function):
         return da, db
 
 
-class Div(Function):
+class DivOp(Function):
     def forward(self, a, b):
         check_binary("div", a, b)
         self.a, self.b = a, b
@@ -88,7 +88,7 @@ class Div(Function):
         return da, db
 
 
-class Neg(Function):
+class NegOp(Function):
     def forward(self, x):
         require_float("neg", x)
         return -x
@@ -98,7 +98,7 @@ class Neg(Function):
         return -grad
 
 
-class Pow(Function):
+class PowOp(Function):
     """x ** p for a Python number p (a tensor exponent is not supported)."""
 
     def forward(self, x, exponent):
@@ -114,7 +114,7 @@ class Pow(Function):
         return grad * p * self.x ** (p - 1)
 
 
-class Exp(Function):
+class ExpOp(Function):
     def forward(self, x):
         require_float("exp", x)
         self.y = np.exp(x)  # the derivative of exp is exp itself: keep the output
@@ -125,7 +125,7 @@ class Exp(Function):
         return grad * self.y
 
 
-class Log(Function):
+class LogOp(Function):
     def forward(self, x):
         require_float("log", x)
         self.x = x
@@ -136,7 +136,7 @@ class Log(Function):
         return grad / self.x
 
 
-class Sqrt(Function):
+class SqrtOp(Function):
     def forward(self, x):
         require_float("sqrt", x)
         self.y = np.sqrt(x)
@@ -147,7 +147,7 @@ class Sqrt(Function):
         return grad / (2 * self.y)
 
 
-class Tanh(Function):
+class TanhOp(Function):
     def forward(self, x):
         require_float("tanh", x)
         self.y = np.tanh(x)
@@ -158,7 +158,7 @@ class Tanh(Function):
         return grad * (1 - self.y * self.y)
 
 
-class ReLU(Function):
+class ReLUOp(Function):
     def forward(self, x):
         require_float("relu", x)
         self.positive = x > 0  # a boolean mask is all the backward needs
@@ -169,27 +169,38 @@ class ReLU(Function):
         return np.where(self.positive, grad, grad.dtype.type(0))
 
 
-class GELU(Function):
-    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
+class GELUOp(Function):
+    """GELU(x) = x * Phi(x), Phi the standard normal CDF, in PyTorch's two forms.
 
-    approximate="none" uses the exact erf form; approximate="tanh" the
-    approximation GPT-2 uses. Both run in the Numba kernel; the derivation of
-    each derivative is written beside `kernels.gelu_backward_ref`.
+    approximate="none" is the exact erf form; approximate="tanh" the approximation
+    GPT-2 uses. The arithmetic is `kernels.gelu_forward` / `gelu_backward`
+    (kernels/reference.py has both forms in NumPy).
     """
 
     def forward(self, x, approximate="none"):
         require_float("gelu", x)
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.x, self.approximate = x, approximate
-        return kernels.gelu_forward(x, approximate)
+        self.x, self.approximate = x, approximate  # the input is all the backward needs
+        return kernels.gelu_forward(x, approximate)  # like x
 
     def backward(self, grad):
-        # y = x * Phi(x)  =>  dy/dx = Phi(x) + x * phi(x)   (phi the normal density).
-        return kernels.gelu_backward(self.x, grad, self.approximate)
+        # "none": y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+        #   Product rule: dy/dx = Phi(x) + x Phi'(x), and Phi' is the normal density
+        #   phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (d erf(z)/dz = 2 exp(-z^2) / sqrt pi, z = x / sqrt 2,
+        #   dz/dx = 1 / sqrt 2, so Phi' = (1/2)(2 / sqrt pi) exp(-x^2 / 2) / sqrt 2). So
+        #     dy/dx = Phi(x) + x phi(x).
+        # "tanh": y = x h(x), h = (1 + tanh u) / 2, u = sqrt(2/pi) (x + 0.044715 x^3).
+        #   Product rule: dy/dx = h + x dh/dx, with d tanh(u)/du = 1 - tanh^2 u and
+        #   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), so
+        #     dy/dx = (1 + tanh u) / 2 + x (1 - tanh^2 u) / 2 * du/dx.
+        #   (The fast kernel writes h = sigmoid(2u), the same function: then
+        #   dh/dx = 2 h (1 - h) du/dx.)
+        # Both: dx = grad * dy/dx, elementwise.
+        return kernels.gelu_backward(self.x, grad, self.approximate)  # like x
 
 
-class MaskedFill(Function):
+class MaskedFillOp(Function):
     """x.masked_fill(mask, value): `value` where the boolean mask is True, else x."""
 
     def forward(self, x, mask, value):

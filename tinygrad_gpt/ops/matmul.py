@@ -6,7 +6,7 @@ from .. import kernels
 from ..tensor import Function, unbroadcast
 
 
-class MatMul(Function):
+class MatMulOp(Function):
     """a @ b with np.matmul's rules: (..., M, K) @ (..., K, N) -> (..., M, N).
 
     A 1-D `a` is a row vector (1, K) and a 1-D `b` a column vector (K, 1);
@@ -57,7 +57,7 @@ class MatMul(Function):
         return da, db
 
 
-class Linear(Function):
+class LinearOp(Function):
     """y = x @ weight^T + bias, the fully connected layer as one op.
 
     x (..., in), weight (out, in) as in PyTorch, bias (out,) or absent. Fusing

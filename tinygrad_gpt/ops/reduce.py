@@ -39,11 +39,11 @@ def expand_reduced(grad, input_shape, dims, keepdim):
     return grad
 
 
-class Sum(Function):
+class SumOp(Function):
     def forward(self, x, dim=None, keepdim=False):
         self.dims = normalize_dims(dim, x.ndim, "sum")
         self.input_shape, self.keepdim = x.shape, keepdim
-        return np.asarray(x.sum(axis=self.dims, keepdims=keepdim))
+        return np.asarray(x.sum(axis=self.dims, keepdims=keepdim))  # input_shape with dims reduced
 
     def backward(self, grad):
         # y = sum_i x_i  =>  dy/dx_i = 1: every input gets the output's gradient.
@@ -51,12 +51,12 @@ class Sum(Function):
         return np.broadcast_to(grad, self.input_shape).copy()  # (input_shape)
 
 
-class Mean(Function):
+class MeanOp(Function):
     def forward(self, x, dim=None, keepdim=False):
         self.dims = normalize_dims(dim, x.ndim, "mean")
         self.input_shape, self.keepdim = x.shape, keepdim
         self.count = int(np.prod([x.shape[d] for d in self.dims]))
-        return np.asarray(x.mean(axis=self.dims, keepdims=keepdim))
+        return np.asarray(x.mean(axis=self.dims, keepdims=keepdim))  # input_shape with dims reduced
 
     def backward(self, grad):
         # y = (1/n) sum_i x_i  =>  dy/dx_i = 1/n.
@@ -65,7 +65,7 @@ class Mean(Function):
         return np.broadcast_to(grad * scale, self.input_shape).copy()  # (input_shape)
 
 
-class Max(Function):
+class MaxOp(Function):
     """The maximum over `dim`. Ties share the gradient equally (a subgradient)."""
 
     def forward(self, x, dim=None, keepdim=False):
@@ -73,11 +73,11 @@ class Max(Function):
         if x.size == 0:
             raise ValueError(f"max: cannot reduce an empty tensor of shape {x.shape}")
         self.input_shape, self.keepdim = x.shape, keepdim
-        y = x.max(axis=self.dims, keepdims=True)
+        y = x.max(axis=self.dims, keepdims=True)  # input_shape with dims kept as 1
         # Where x attains the max, weighted 1/(number of ties) so the weights sum to 1.
-        is_max = (x == y).astype(x.dtype)
+        is_max = (x == y).astype(x.dtype)  # (input_shape)
         self.weights = is_max / is_max.sum(axis=self.dims, keepdims=True)  # (input_shape)
-        return np.asarray(y if keepdim else y.squeeze(axis=self.dims))
+        return np.asarray(y if keepdim else y.squeeze(axis=self.dims))  # input_shape with dims reduced
 
     def backward(self, grad):
         # y = max_i x_i  =>  dy/dx_i = 1 for the arg-max (split over ties), 0 elsewhere.

@@ -13,7 +13,7 @@ from ..tensor import Function
 from .reduce import normalize_dim
 
 
-class Reshape(Function):
+class ReshapeOp(Function):
     def forward(self, x, shape):
         self.input_shape = x.shape
         try:
@@ -29,26 +29,26 @@ class Reshape(Function):
         return grad.reshape(self.input_shape)
 
 
-class Transpose(Function):
+class TransposeOp(Function):
     def forward(self, x, dim0, dim1):
         self.dim0, self.dim1 = normalize_dim(dim0, x.ndim, "transpose"), normalize_dim(dim1, x.ndim, "transpose")
-        return np.swapaxes(x, self.dim0, self.dim1)
+        return np.swapaxes(x, self.dim0, self.dim1)  # x's shape with dim0 and dim1 swapped (a view)
 
     def backward(self, grad):
         # Swapping two axes is its own inverse.
-        return np.swapaxes(grad, self.dim0, self.dim1)
+        return np.swapaxes(grad, self.dim0, self.dim1)  # x's shape
 
 
-class Permute(Function):
+class PermuteOp(Function):
     def forward(self, x, dims):
         if len(dims) != x.ndim or sorted(normalize_dim(d, x.ndim, "permute") for d in dims) != list(range(x.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of {x.ndim} axes")
         self.dims = tuple(d % x.ndim for d in dims)  # non-negative, so argsort inverts it
-        return np.transpose(x, self.dims)
+        return np.transpose(x, self.dims)  # x's dims in the order dims (a view)
 
     def backward(self, grad):
         # Output axis i is input axis dims[i]; the inverse permutation undoes it.
-        return np.transpose(grad, np.argsort(self.dims))
+        return np.transpose(grad, np.argsort(self.dims))  # x's shape
 
 
 def _is_basic_index(index):
@@ -59,13 +59,13 @@ def _is_basic_index(index):
     )
 
 
-class Index(Function):
+class IndexOp(Function):
     """x[index] with slices, ints, integer arrays or boolean masks (NumPy semantics)."""
 
     def forward(self, x, index):
         self.input_shape, self.dtype, self.index = x.shape, x.dtype, index
         try:
-            return np.asarray(x[index])
+            return np.asarray(x[index])  # the indexed shape
         except IndexError as error:
             raise IndexError(f"index: {error} (tensor shape {x.shape})") from None
 
@@ -80,7 +80,7 @@ class Index(Function):
         return dx
 
 
-class Narrow(Function):
+class NarrowOp(Function):
     """x.narrow(dim, start, length): the slice start:start+length along dim."""
 
     def forward(self, x, dim, start, length):
@@ -108,12 +108,12 @@ def _check_same(op_name, arrays):
         raise TypeError(f"{op_name}: tensors have different dtypes {sorted(map(str, dtypes))}")
 
 
-class Cat(Function):
+class CatOp(Function):
     def forward(self, *arrays, dim=0):
         _check_same("cat", arrays)
         dim = normalize_dim(dim, arrays[0].ndim, "cat")
         try:
-            out = np.concatenate(arrays, axis=dim)
+            out = np.concatenate(arrays, axis=dim)  # the inputs' shape, sizes along dim summed
         except (ValueError, np.exceptions.AxisError):
             shapes = [a.shape for a in arrays]
             raise ValueError(f"cat: shapes {shapes} do not match outside dim {dim}") from None
@@ -123,18 +123,18 @@ class Cat(Function):
 
     def backward(self, grad):
         # y = [x_1, x_2, ...] along dim: each x_i's gradient is its own piece of grad.
-        return tuple(np.split(grad, self.boundaries, axis=self.dim))
+        return tuple(np.split(grad, self.boundaries, axis=self.dim))  # one piece per input, each of its shape
 
 
-class Stack(Function):
+class StackOp(Function):
     def forward(self, *arrays, dim=0):
         _check_same("stack", arrays)
         if len({a.shape for a in arrays}) > 1:
             raise ValueError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}")
         self.dim = normalize_dim(dim, arrays[0].ndim + 1, "stack")
-        out = np.stack(arrays, axis=self.dim)
+        out = np.stack(arrays, axis=self.dim)  # the inputs' shape with a new dim of len(arrays)
         return out
 
     def backward(self, grad):
         # y[..., i, ...] = x_i: x_i's gradient is slice i of grad along the new dim.
-        return tuple(np.take(grad, i, axis=self.dim) for i in range(grad.shape[self.dim]))
+        return tuple(np.take(grad, i, axis=self.dim) for i in range(grad.shape[self.dim]))  # one per input, each of its shape

@@ -1,7 +1,7 @@
 """Arrays whose data starts on a 64-byte boundary (one cache line, one 512-bit vector).
 
 A 512-bit load or store that straddles two cache lines costs about twice as much. The
-GEMM micro-kernel (matmul.py) loads a 64-byte row of a panel of B for every step of k,
+GEMM micro-kernel (gemm.py) loads a 64-byte row of a panel of B for every step of k,
 so the panels start on a cache line (measured with an earlier version of the kernel,
 which also kept its tile in memory: 0.60 ms aligned against 0.75 ms for
 (768 x 128) @ (128 x 512) on one thread, at the 16- or 32-byte offsets that NumPy's and

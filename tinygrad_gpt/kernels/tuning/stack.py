@@ -1,6 +1,6 @@
 """A small array on the stack of the running kernel, which LLVM can keep in registers.
 
-Why: the GEMM micro-kernel (matmul.py) accumulates a 4 x 64 tile of C over the whole
+Why: the GEMM micro-kernel (gemm.py) accumulates a 4 x 64 tile of C over the whole
 k loop. Held in an array from `np.empty` (the heap), every step of k loads and stores
 the tile: LLVM cannot prove the heap array does not overlap the operands it reads, so it
 may not keep the values in registers. An array on the stack of the kernel cannot

@@ -10,7 +10,7 @@ Measured on the reference machine (2 vCPUs, baby GPT: 4 layers, C=128, B=12, T=6
 a training step took 41-42 ms with glibc's defaults and 25-26 ms with the settings
 below; the 2-layer C=64 config, whose arrays are mostly under 128 KiB, did not change.
 
-What: at import, `configure_malloc` asks glibc (through `mallopt`) to serve blocks of up
+What: `configure_malloc`, called by `tune_process()` (process.py), asks glibc (through `mallopt`) to serve blocks of up
 to 32 MiB from its heap and to return heap memory to the system only when more than
 256 MiB of it is free at the top. Freed blocks are then reused by the next step. The
 cost is that memory freed at the end of a step stays with the process until it is needed
@@ -39,8 +39,12 @@ def user_tuned_malloc(environ=os.environ):
             or "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""))
 
 
+configured = False  # True once glibc has accepted the thresholds in this process
+
+
 def configure_malloc():
     """Apply the thresholds above; returns True if glibc accepted them, False if nothing was changed."""
+    global configured
     if not sys.platform.startswith("linux") or user_tuned_malloc():
         return False
     try:
@@ -50,7 +54,5 @@ def configure_malloc():
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success, 0 on error
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-
-
-MALLOC_CONFIGURED = configure_malloc()
+    configured = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return configured

@@ -1,18 +1,18 @@
 """Matrix multiplication: a handwritten blocked GEMM in Numba, and the dispatcher the ops call.
 
 `gemm` (2-D) and `bmm` (batched 3-D) are the handwritten kernel; `matmul` is the one
-function the autograd ops call, and `uses_numba_gemm` is its rule for choosing between
-that kernel and NumPy's BLAS (the measurements behind the rule are in its docstring).
+function the autograd ops call. Its rule for choosing between that kernel and NumPy's
+BLAS, `uses_numba_gemm`, is in tuning/dispatch.py with the measurements behind it.
 
 How the kernel is fast without BLAS (read `tile_product` with this in mind):
 
 * Register blocking. The naive loop `C[i, j] += A[i, k] * B[k, j]` loads and stores
   C[i, j] once per multiply-add and is limited by memory traffic. Here the micro-kernel
   computes a tile of MR rows by NC columns of C over the whole range of k, and the tile
-  lives in registers (see _stack.py). With AVX-512, MR x NC = 4 x 64, 16 vectors of 16
+  lives in registers (see tuning/stack.py). With AVX-512, MR x NC = 4 x 64, 16 vectors of 16
   float32: one step of k loads 4 numbers of A and 4 vectors of B and does 16 vector
   FMAs, with no store at all; each loaded vector of B is used by 4 rows and each number
-  of A by 64 columns. With AVX2 the tile is 6 x 16 (12 vectors of 8), see _target.py.
+  of A by 64 columns. With AVX2 the tile is 6 x 16 (12 vectors of 8), see tuning/target.py.
 * Packed panels. B is copied into column panels of width NC, each a contiguous
   (K, NC) block, so each step of k reads one stretch of NC floats; in a plain (K, N)
   array the rows would be N * itemsize bytes apart, for N a power of two all in the same
@@ -41,21 +41,21 @@ kernels/__init__.py, which turns SLP on for AVX2 targets).
 """
 
 import math
-import os
 
 import numba
 import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ._aligned import aligned_empty, aligned_host_empty
-from ._checks import check_float_array, check_same_dtype
-from ._stack import stack_empty
-from ._target import TILE_SHAPES, vector_isa
-from ._threads import threads_for
+from ._checks import check_matmul, check_matmul_pair
 from ._vecmath import row_dot
+from .tuning.aligned import aligned_empty, aligned_host_empty
+from .tuning.dispatch import uses_numba_gemm
+from .tuning.stack import stack_empty
+from .tuning.target import TILE_SHAPES, vector_isa
+from .tuning.threads import threads_for
 
-ISA = vector_isa()  # "avx512", "avx2" or "other", see _target.py
+ISA = vector_isa()  # "avx512", "avx2" or "other", see tuning/target.py
 MR, NC = TILE_SHAPES[ISA]  # rows and columns of a tile of C (each loaded vector of B is used MR times)
 TILE = MR * NC
 BLOCKS_PER_TASK = 4  # blocks of MR rows per parallel task when b is packed before the tasks start
@@ -66,7 +66,7 @@ COPY_NS = 0.4  # per element of the packing copy (0.1 from contiguous rows, 0.4 
 # The GEMM's tasks are equal tiles, so two threads halve its time. They pay once t / 2
 # plus the cost of handing work to the second thread is below t: about 1 us while that
 # thread still spins after its last call (0.1 ms, see __init__.py), as it does between
-# the kernels of a training step, and 45 us once it sleeps (see _threads.py). Measured,
+# the kernels of a training step, and 45 us once it sleeps (see tuning/threads.py). Measured,
 # baby lm_head products (6.4 M multiply-adds, ~70 us on one thread): 0.72-0.91x
 # np.matmul's speed on one thread, 1.24-1.64x on two.
 GEMM_PARALLEL_MIN_US = 30.0
@@ -85,7 +85,7 @@ def tile_product(A, i0, k0, k1, panel, tile):
     array, overwritten.
 
     The loops over r and j have constant trip counts, so LLVM unrolls them, vectorizes j,
-    and keeps `acc` (on the stack, see _stack.py) in 16 vector registers for the whole
+    and keeps `acc` (on the stack, see tuning/stack.py) in 16 vector registers for the whole
     loop over k.
     """
     acc = stack_empty(TILE, A.dtype)  # acc[r * NC + j] accumulates tile[r, j]
@@ -245,17 +245,6 @@ def pack_panels(x):
     return out
 
 
-def _check_pair(a, b, a_ndim, b_ndim):
-    """Check float arrays of one dtype whose contraction dims agree (ndim None: any >= 1)."""
-    check_float_array("a", a, ndim=a_ndim, min_ndim=1)
-    check_float_array("b", b, ndim=b_ndim, min_ndim=1)
-    check_same_dtype("b", b, "a", a)
-    k_a = a.shape[-1]
-    k_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
-    if k_a != k_b:
-        raise ValueError(f"a's last dim ({k_a}) must equal b's contraction dim ({k_b}); got shapes {a.shape} and {b.shape}.")
-
-
 def _estimated_us(M, K, N):
     """Single-thread time estimate of an (M, K) @ (K, N) product: the tiles, padding included, and packing b."""
     return (round_up(M, MR) * round_up(N, NC) * K * MULTIPLY_ADD_NS + K * round_up(N, NC) * COPY_NS) / 1000
@@ -317,7 +306,7 @@ def bmm(a, b):
     (a few rows of a against a wide weight b, as when generating text), it computes that
     instead, the kernel writing into the transposed view of the output (no copy).
     """
-    _check_pair(a, b, 3, 3)
+    check_matmul_pair(a, b, 3, 3)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
     return _bmm_checked(a, b)
@@ -349,95 +338,10 @@ def _bmm_checked(a, b):
     return out
 
 
-def bmm_ref(a, b):
-    """Reference for `bmm`: NumPy's stacked matmul."""
-    _check_pair(a, b, 3, 3)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"a and b must have the same batch size, got shapes {a.shape} and {b.shape}.")
-    return np.matmul(a, b)
-
-
 def gemm(a, b):
     """2-D product with the handwritten Numba GEMM: a (M, K) @ b (K, N) -> (M, N)."""
-    _check_pair(a, b, 2, 2)
+    check_matmul_pair(a, b, 2, 2)
     return bmm(a[None], b[None])[0]
-
-
-def gemm_ref(a, b):
-    """Reference for `gemm`: NumPy's matmul."""
-    _check_pair(a, b, 2, 2)
-    return np.matmul(a, b)
-
-
-# OpenBLAS runs a product on one thread when M * N * K is at most this (65536 times its
-# GEMM_MULTITHREAD_THRESHOLD of 4); above it, it wakes its worker threads.
-BLAS_SINGLE_THREAD_WORK = 65536 * 4
-BATCH_MIN_WORK = 2**22  # multiply-adds of a whole batch of small matrices from which the Numba GEMM runs them
-RULE_MEASURED = ISA in ("avx512", "avx2")  # instruction sets the rule was measured on; elsewhere BLAS
-
-
-def uses_numba_gemm(a_shape, b_shape):
-    """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
-
-    Rule: on a CPU for which Numba generates AVX-512 or AVX2 code, the Numba GEMM for
-    every product whose matrices have M * N * K above BLAS_SINGLE_THREAD_WORK = 2^18
-    multiply-adds, the products OpenBLAS would spread over its threads, and for batches
-    of smaller matrices worth BATCH_MIN_WORK = 2^22 multiply-adds in all (the attention
-    products of the baby GPT: 48 x 64 x 64 x 32); NumPy's BLAS for the rest, which
-    OpenBLAS runs on the calling thread (decoding with the KV cache, tiny models). On
-    any other CPU (ARM, where the tile was never measured), BLAS for every product.
-    The rule ignores the dtype: in float64, which only the gradient checks use, the
-    AVX-512 tile fills all 32 registers and the two paths measured about even. The
-    environment variable TINYGPT_MATMUL overrides the rule: "blas" for BLAS
-    everywhere, "numba" for the Numba GEMM on every product of 2-D or batched matrices.
-
-    Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
-    float32):
-
-    * Whole training steps (zero_grad, forward, backward, AdamW), alternating runs on a
-      quiet machine: baby GPT (4 layers, C=128, B=12, T=64) 19.8-19.9 ms with the
-      Numba GEMM on the products above 2^18 against 31.6-34.1 ms with BLAS everywhere;
-      2 layers, C=64, B=32, T=32: 5.3-5.6 against 6.9-8.5 ms; 6 layers, C=384, B=8,
-      T=256: 440 against 766 ms. Adding the batches above 2^22 changed no step time
-      measurably (baby 23.5-24.1 against 23.3-24.2 ms, an earlier version).
-    * Keeping OpenBLAS's threads asleep is half of it. Its idle threads spin after each
-      multithreaded product and then compete for the two cores with the Numba kernels
-      that follow; a rule that sent only the largest products to the Numba GEMM
-      measured slower than either extreme (baby GPT 49-54 ms, against 44-47 ms for
-      each extreme, before the allocator and thread settings of this package).
-    * Product by product, alone (benchmarks/bench_kernels.py, threads pinned): the
-      Numba GEMM path is faster than np.matmul on every product of both GPTs, the
-      smallest (the baby lm_head's, 6.4 M multiply-adds, about 45 us) included; the
-      README has the table.
-    * With AVX2 (its 6 x 16 tile, see _target.py), measured by generating AVX2 code on
-      the reference machine (`bench_kernels.py --emulate-avx2`; not measured on a real
-      AVX2 CPU; the machine's OpenBLAS runs AVX2 kernels anyway): product by product
-      the Numba GEMM is slower than np.matmul alone on most linear products (0.71-0.99x
-      on 25 of 30, 1.00-1.03x on five) and on two of the twelve attention products
-      (all twelve: 0.95-1.54x), but whole training steps are faster with the rule,
-      OpenBLAS's spinning threads again: baby GPT 28.1-31.3 ms against 35.2-39.8 ms with
-      BLAS everywhere, 6 layers, C=384: 773 against 819 ms. So the rule holds there too, for the steps rather than the
-      products. (The AVX-512 tile compiled for AVX2 spilled: 0.57-0.78x np.matmul.)
-    * When another process keeps one of the two cores busy, OpenBLAS falls apart (a baby
-      block took 154 ms against 12.6 ms with the Numba GEMM; single products 10-750 ms
-      instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
-      to keep the large products off BLAS.
-    """
-    if len(a_shape) < 2 or len(b_shape) < 2:
-        return False
-    mode = os.environ.get("TINYGPT_MATMUL")
-    if mode in ("numba", "blas"):
-        return mode == "numba"
-    if not RULE_MEASURED:
-        return False
-    M, K = a_shape[-2:]
-    N = b_shape[-1]
-    if M * N * K > BLAS_SINGLE_THREAD_WORK:
-        return True
-    if len(a_shape) == 2 and len(b_shape) == 2:
-        return False
-    batch = math.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
-    return batch * M * N * K >= BATCH_MIN_WORK
 
 
 # Products of a few rows with a weight stored (N, K), as in decoding one token at a time.
@@ -461,17 +365,6 @@ def _row_dots_kernel(a, w, out):
             out[m, n] = row_dot(a[m], w[n])
 
 
-def _check_matmul(a, b):
-    """Check the operands of `matmul`; return their broadcast batch dims."""
-    _check_pair(a, b, None, None)
-    if a.ndim <= 2 and b.ndim <= 2:
-        return ()
-    try:
-        return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(f"a and b must have broadcastable batch dims, got shapes {a.shape} and {b.shape}.") from None
-
-
 def matmul(a, b):
     """a @ b with np.matmul's semantics (1-D, 2-D, batched, broadcast batch dims), dtype kept.
 
@@ -481,7 +374,7 @@ def matmul(a, b):
     given to the Numba GEMM, those of up to ROW_DOTS_MAX_ROWS rows with the transpose of a
     row-major weight (decoding) are dot products of rows instead, which need no packing.
     """
-    batch = _check_matmul(a, b)
+    batch = check_matmul(a, b)
     if not uses_numba_gemm(a.shape, b.shape):
         return np.matmul(a, b)
     if a.ndim == 2 and b.ndim == 2:  # the linear layers: no batch to stack
@@ -502,7 +395,3 @@ def _stacked(x, batch):
     return x.reshape((math.prod(batch),) + x.shape[-2:])
 
 
-def matmul_ref(a, b):
-    """Reference for `matmul`: np.matmul."""
-    _check_matmul(a, b)
-    return np.matmul(a, b)

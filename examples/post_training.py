@@ -1,0 +1,192 @@
+"""A language model only predicts the next token: pretrain one, then fine-tune it to answer.
+
+    python examples/post_training.py            # about 5 minutes on 2 cores
+
+1. Pretraining. A small char-level GPT reads text in which the sums of two
+   numbers appear in free form, one sentence per line ("The sum of 3 and 4
+   is 7.", "Adding 3 and 4 gives 7.", "What is 3 plus 4? It is 7.", ...).
+   It learns the facts, and it learns to continue this kind of text.
+2. Before. Asked "Q: What is 3 plus 4?\\nA:", a format it never saw, it does
+   what it was trained to do: it continues the text, and rarely with just
+   " 7" and the end of the line. Exact match on held-out questions is low.
+3. Fine-tuning on question/answer pairs ({"prompt": "What is 3 plus 4?",
+   "completion": " 7"}), with the loss on the answers only: once with every
+   weight trained, once with LoRA adapters (a few percent of the weights).
+   The held-out questions are not among the fine-tuning pairs: the model
+   answers them from what it read in pretraining, and fine-tuning only taught
+   it to answer in the form asked, then stop.
+
+Prints a table (exact match, trainable parameters, optimizer memory, wall
+time) and writes OUT_DIR/completion_loss.png when matplotlib is installed.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from tinygrad_gpt.cli import exit_status  # noqa: E402
+from tinygrad_gpt.finetune import (  # noqa: E402
+    DEFAULT_TEMPLATE,
+    FINETUNE_DEFAULTS,
+    FinetuneConfig,
+    finetune,
+    format_prompt,
+    greedy_completions,
+    load_sft_data,
+)
+from tinygrad_gpt.progress import Progress, StopSignals  # noqa: E402
+from tinygrad_gpt.train import TrainConfig, train  # noqa: E402
+
+# The family of facts: a + b for a, b in 0 .. N_MAX, and the ways the text states them.
+N_MAX = 14
+PHRASES = (
+    "{a} plus {b} is {c}.",
+    "The sum of {a} and {b} is {c}.",
+    "Adding {a} and {b} gives {c}.",
+    "Quick fact: {a} plus {b} equals {c}.",
+    "What is {a} plus {b}? It is {c}.",
+)
+QUESTION = "What is {a} plus {b}?"
+HELD_OUT = 0.25  # of the facts whose questions are held out of fine-tuning
+
+PRETRAIN = dict(n_layer=3, n_head=4, n_embd=96, block_size=48, dropout=0.0, bias=False, batch_size=24,
+                max_iters=1500, lr_decay_iters=1500, learning_rate=3e-3, min_lr=3e-4, warmup_iters=50,
+                weight_decay=0.1, eval_interval=500, eval_iters=5, log_interval=50, sample_tokens=0)
+FINETUNE = {**FINETUNE_DEFAULTS, "max_iters": 150, "lr_decay_iters": 150, "learning_rate": 1e-3, "min_lr": 1e-4,
+            "warmup_iters": 10, "batch_size": 32, "eval_interval": 50, "eval_iters": 4, "log_interval": 25}
+LORA = dict(lora_rank=4, lora_alpha=8.0)
+LORA_LEARNING_RATE = 4e-3  # adapters start at zero and are few: they take a larger step
+
+
+def write_data(out_dir, seed):
+    """The pretraining text and the fine-tuning / held-out JSONL files; returns their paths."""
+    rng = np.random.default_rng(seed)
+    facts = [(a, b) for a in range(N_MAX + 1) for b in range(N_MAX + 1)]
+    order = rng.permutation(len(facts))
+    n_held_out = round(HELD_OUT * len(facts))
+    held_out = [facts[i] for i in order[:n_held_out]]
+    tuning = [facts[i] for i in order[n_held_out:]]
+    # Every fact, in every phrasing, in random order: the held-out facts are read in pretraining too.
+    lines = [phrase.format(a=a, b=b, c=a + b) for a, b in facts for phrase in PHRASES] * 40
+    text = "\n".join(lines[i] for i in rng.permutation(len(lines))) + "\n"
+    paths = {name: os.path.join(out_dir, name) for name in ("pretrain.txt", "tuning.jsonl", "held_out.jsonl")}
+    os.makedirs(out_dir, exist_ok=True)
+    with open(paths["pretrain.txt"], "w", encoding="utf-8") as f:
+        f.write(text)
+    for name, pairs in (("tuning.jsonl", tuning), ("held_out.jsonl", held_out)):
+        with open(paths[name], "w", encoding="utf-8") as f:
+            for a, b in pairs:
+                f.write(json.dumps({"prompt": QUESTION.format(a=a, b=b), "completion": f" {a + b}"}) + "\n")
+    return paths, len(tuning), len(held_out)
+
+
+def before_fine_tuning(model, tokenizer, paths, block_size):
+    """Held-out exact match of the pretrained model, and what it writes for two questions."""
+    data = load_sft_data(paths["tuning.jsonl"], tokenizer, block_size, 1, val_data=paths["held_out.jsonl"])
+    examples = data.examples["val"]
+    prompts = [format_prompt(DEFAULT_TEMPLATE, p) for p, _ in examples]
+    answers = greedy_completions(model, tokenizer, prompts, 12, data.end_id)
+    score = float(np.mean([answer == c for answer, (_, c) in zip(answers, examples)]))
+    return score, list(zip(prompts, answers))[:2]
+
+
+def run_finetune(name, base_ckpt, paths, out_dir, progress, stop, overwrite, **lora):
+    settings = FinetuneConfig(init_from=base_ckpt, data=paths["tuning.jsonl"], val_data=paths["held_out.jsonl"],
+                              eval_examples=10_000, **lora)
+    rate = {"learning_rate": LORA_LEARNING_RATE, "min_lr": LORA_LEARNING_RATE / 10} if lora else {}
+    config = TrainConfig(**{**FINETUNE, **rate}, out_dir=os.path.join(out_dir, name))
+    progress.line(f"\n== fine-tuning: {name}")
+    start = time.perf_counter()
+    result = finetune(settings, config, overwrite=overwrite, progress=progress, stop=stop)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def plot(out_dir, results):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        history = result["history"]
+        ax.plot([r["iter"] for r in history if "loss" in r], [r["loss"] for r in history if "loss" in r],
+                lw=0.8, alpha=0.6, label=f"{name}: train (per step)")
+        evals = [r for r in history if r.get("eval")]
+        ax.plot([r["iter"] for r in evals], [r["val"] for r in evals], marker="o", label=f"{name}: held-out")
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("completion loss (cross-entropy)")
+    ax.set_yscale("log")
+    ax.legend()
+    path = os.path.join(out_dir, "completion_loss.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out_dir", default="out-post-training")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoints already in --out_dir")
+    parser.add_argument("--seed", type=int, default=1337)
+    args = parser.parse_args()
+    paths, n_tuning, n_held_out = write_data(args.out_dir, args.seed)
+    progress = Progress()
+    progress.line(f"{(N_MAX + 1) ** 2} facts a + b (a, b <= {N_MAX}) in {len(PHRASES)} phrasings; fine-tuning on "
+                  f"{n_tuning} questions, {n_held_out} held out")
+    with StopSignals() as stop:
+        progress.line("\n== pretraining on free-form text")
+        start = time.perf_counter()
+        pretrained = train(TrainConfig(**PRETRAIN, data=paths["pretrain.txt"], out_dir=os.path.join(args.out_dir, "base"),
+                                       seed=args.seed), overwrite=args.overwrite, progress=progress, stop=stop)
+        pretrain_seconds = time.perf_counter() - start
+        model, tokenizer = pretrained["model"], pretrained["batches"].tokenizer
+        before, shown = before_fine_tuning(model, tokenizer, paths, model.config.block_size)
+        progress.line("\nthe pretrained model, asked in the fine-tuning format, continues the text:")
+        for prompt, answer in shown:
+            progress.line(f"  {prompt!r} -> {answer!r}")
+        base = pretrained["ckpt_last"]
+        results = {"full": run_finetune("full", base, paths, args.out_dir, progress, stop, args.overwrite),
+                   "lora": run_finetune("lora", base, paths, args.out_dir, progress, stop, args.overwrite, **LORA)}
+    total = sum(p.numel() for p in results["full"]["model"].parameters())
+    print(f"\npretraining: {pretrain_seconds:.0f} s; held-out exact match over {n_held_out} questions "
+          f"(greedy, answer then end of line):\n")
+    print(f"| model | held-out exact match | trainable parameters | optimizer state | fine-tuning time |")
+    print(f"|---|---:|---:|---:|---:|")
+    print(f"| pretrained only (before) | {before:.1%} | - | - | - |")
+    for name, label in (("full", "full fine-tuning"), ("lora", f"LoRA rank {LORA['lora_rank']}")):
+        r = results[name]
+        print(f"| {label} | {r['exact_match']:.1%} | {r['trainable_params']:,} ({r['trainable_params'] / total:.1%}) "
+              f"| {r['optimizer_bytes'] / 1024:,.0f} KiB | {r['seconds']:.0f} s |")
+    for name in results:  # read back from the checkpoint: the history of the run
+        results[name]["history"] = history_of(results[name])
+    figure = plot(args.out_dir, results)
+    if figure:
+        print(f"\ncompletion loss of both: {figure}")
+    full, lora = results["full"]["exact_match"], results["lora"]["exact_match"]
+    lora_share = results["lora"]["trainable_params"] / total
+    checks = [("before < 20%", before < 0.2), ("full >= 90%", full >= 0.9),
+              ("LoRA within 5 points of full", lora >= full - 0.05), ("LoRA trains <= 5% of the parameters", lora_share <= 0.05)]
+    print("\n" + "; ".join(f"{text}: {'yes' if ok else 'NO'}" for text, ok in checks))
+    print(f"adapter alone: {results['lora']['adapter']} ({os.path.getsize(results['lora']['adapter']) / 1024:.0f} KiB)")
+    return 0
+
+
+def history_of(result):
+    from tinygrad_gpt.training_state import load_model
+
+    return load_model(result["ckpt_last"])[1]["history"]
+
+
+if __name__ == "__main__":
+    sys.exit(exit_status(main, prog="post_training.py",
+                         resume_command="python examples/post_training.py --out_dir {out_dir} --overwrite"))
