@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024)
 PROMPT, NEW_TOKENS = 128, 64  # generate: batch 1
 SCORE_BATCH, SCORE_T = 4, 256
-TORCH_THREADS = 2
+TORCH_THREADS = 2  # the issue's setting; on a loaded machine PyTorch may do better with 1 (--torch-threads)
 SEED = 0
 
 
@@ -82,11 +82,11 @@ def ours_child(task, reps):
     return SCORE_BATCH * SCORE_T / best_seconds(run, reps)
 
 
-def transformers_child(task, reps):
+def transformers_child(task, reps, torch_threads):
     import torch
     import transformers
 
-    torch.set_num_threads(TORCH_THREADS)
+    torch.set_num_threads(torch_threads)
     config = transformers.GPT2Config(n_layer=SHAPE["n_layer"], n_head=SHAPE["n_head"], n_embd=SHAPE["n_embd"],
                                      vocab_size=SHAPE["vocab_size"], n_positions=SHAPE["block_size"])
     model = transformers.GPT2LMHeadModel(config).eval()
@@ -113,15 +113,15 @@ def transformers_child(task, reps):
     return SCORE_BATCH * SCORE_T / best_seconds(run, reps)
 
 
-def measure(framework, task, reps):
+def measure(framework, task, reps, torch_threads=TORCH_THREADS):
     """(tokens/s, peak RSS MiB) of a fresh process running `task` with `framework`."""
-    out = subprocess.run([sys.executable, __file__, "--child", framework, "--task", task, "--reps", str(reps)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, __file__, "--child", framework, "--task", task, "--reps", str(reps),
+                          "--torch-threads", str(torch_threads)], check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return result["tokens_per_s"], result["peak_mib"]
 
 
-def header():
+def header(torch_threads):
     import numba
     import numpy
 
@@ -134,10 +134,10 @@ def header():
         import torch
         import transformers
 
-        versions += f", PyTorch {torch.__version__} ({TORCH_THREADS} threads), transformers {transformers.__version__}"
+        versions += f", PyTorch {torch.__version__} ({torch_threads} threads), transformers {transformers.__version__}"
     except ImportError:
         versions += ", PyTorch/transformers not installed (our figures alone)"
-    print(f"machine: {cpu}, {os.cpu_count()} cores; {versions}")
+    print(f"machine: {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start; {versions}")
     print(f"model: GPT-2 small shape {SHAPE}, random weights, float32")
 
 
@@ -146,15 +146,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=2, help="timed runs per process (the best is kept)")
     parser.add_argument("--tasks", default="generate,score")
+    parser.add_argument("--torch-threads", type=int, default=TORCH_THREADS, help="PyTorch's threads (default: 2)")
     parser.add_argument("--child", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--task", choices=["generate", "score"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child = ours_child if args.child == "ours" else transformers_child
-        tokens_per_s = child(args.task, args.reps)
+        if args.child == "ours":
+            tokens_per_s = ours_child(args.task, args.reps)
+        else:
+            tokens_per_s = transformers_child(args.task, args.reps, args.torch_threads)
         print(json.dumps({"tokens_per_s": tokens_per_s, "peak_mib": peak_rss_mib()}))
         return
-    header()
+    header(args.torch_threads)
     try:
         import transformers  # noqa: F401
 
@@ -168,7 +171,7 @@ def main():
         order = frameworks if round_number % 2 == 0 else frameworks[::-1]
         for task in tasks:
             for fw in order:
-                results[fw, task].append(measure(fw, task, args.reps))
+                results[fw, task].append(measure(fw, task, args.reps, args.torch_threads))
                 speed, mib = results[fw, task][-1]
                 print(f"  round {round_number + 1}: {fw:12s} {task:8s} {speed:8.1f} tokens/s  peak {mib:6.0f} MiB",
                       flush=True)

@@ -5,6 +5,7 @@
     tinygpt train --resume --out_dir out-mine
     tinygpt sample --ckpt out/ckpt_best.npz --prompt "def " --max-new-tokens 200
     tinygpt sample --init_from gpt2/ --prompt "Hello"    # a Hugging Face GPT-2 directory
+    tinygpt train --init_from gpt2/ --data input.txt --block_size 256   # fine-tune it
     tinygpt export --ckpt out/ckpt_best.npz --out my-gpt2/   # ... and back to one
     tinygpt serve --ckpt out/ckpt_best.npz --port 8000   # OpenAI-style API and a page at /
     tinygpt eval --ckpt out/ckpt_best.npz --task nextline --task perplexity --report results.json
