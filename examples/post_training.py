@@ -1,20 +1,22 @@
 """A language model only predicts the next token: pretrain one, then fine-tune it to answer.
 
-    python examples/post_training.py            # about 5 minutes on 2 cores
+    python examples/post_training.py            # about 5 minutes on 2 cores (see the notes on timing)
 
-1. Pretraining. A small char-level GPT reads text in which the sums of two
-   numbers appear in free form, one sentence per line ("The sum of 3 and 4
-   is 7.", "Adding 3 and 4 gives 7.", "What is 3 plus 4? It is 7.", ...).
-   It learns the facts, and it learns to continue this kind of text.
-2. Before. Asked "Q: What is 3 plus 4?\\nA:", a format it never saw, it does
-   what it was trained to do: it continues the text, and rarely with just
-   " 7" and the end of the line. Exact match on held-out questions is low.
-3. Fine-tuning on question/answer pairs ({"prompt": "What is 3 plus 4?",
-   "completion": " 7"}), with the loss on the answers only: once with every
+1. Pretraining. A small char-level GPT reads text in which 3-letter words and
+   their reversals appear in free form, one sentence per line ("The reverse
+   of abc is cba.", "Quick fact: abc reversed gives cba.", "What is abc
+   reversed? It is cba.", ...). It learns to reverse a word, and to continue
+   this kind of text.
+2. Before. Asked "Q: What is abc reversed?\nA:", a format it never saw, it
+   does what it was trained to do: it continues the text, and rarely with just
+   " cba" and the end of the line. Exact match on held-out questions is low.
+3. Fine-tuning on question/answer pairs ({"prompt": "What is abc reversed?",
+   "completion": " cba"}), with the loss on the answers only: once with every
    weight trained, once with LoRA adapters (a few percent of the weights).
    The held-out questions are not among the fine-tuning pairs: the model
-   answers them from what it read in pretraining, and fine-tuning only taught
-   it to answer in the form asked, then stop.
+   answers them with what it learned in pretraining, and fine-tuning only
+   taught it to answer in the form asked, then stop (the end token of a char
+   model is the newline).
 
 Prints a table (exact match, trainable parameters, optimizer memory, wall
 time) and writes OUT_DIR/completion_loss.png when matplotlib is installed.
@@ -42,47 +44,47 @@ from tinygrad_gpt.finetune import (  # noqa: E402
 )
 from tinygrad_gpt.progress import Progress, StopSignals  # noqa: E402
 from tinygrad_gpt.train import TrainConfig, train  # noqa: E402
+from tinygrad_gpt.training_state import load_model  # noqa: E402
 
-# The family of facts: a + b for a, b in 0 .. N_MAX, and the ways the text states them.
-N_MAX = 14
+# The family of computations: reversing a 3-letter word over LETTERS, and the ways the text says it.
+LETTERS = "abcdefgh"
 PHRASES = (
-    "{a} plus {b} is {c}.",
-    "The sum of {a} and {b} is {c}.",
-    "Adding {a} and {b} gives {c}.",
-    "Quick fact: {a} plus {b} equals {c}.",
-    "What is {a} plus {b}? It is {c}.",
+    "{w} reversed is {r}.",
+    "The reverse of {w} is {r}.",
+    "As a word, {w} backwards is {r}.",
+    "Quick fact: {w} reversed gives {r}.",
+    "What is {w} reversed? It is {r}.",
 )
-QUESTION = "What is {a} plus {b}?"
-HELD_OUT = 0.25  # of the facts whose questions are held out of fine-tuning
+QUESTION = "What is {w} reversed?"
+N_TUNING, N_HELD_OUT = 200, 100  # questions to fine-tune on, and others held out
+PRETRAIN_LINES = 20_000
 
-PRETRAIN = dict(n_layer=3, n_head=4, n_embd=96, block_size=48, dropout=0.0, bias=False, batch_size=24,
-                max_iters=1500, lr_decay_iters=1500, learning_rate=3e-3, min_lr=3e-4, warmup_iters=50,
-                weight_decay=0.1, eval_interval=500, eval_iters=5, log_interval=50, sample_tokens=0)
+PRETRAIN = dict(n_layer=2, n_head=4, n_embd=64, block_size=32, dropout=0.0, bias=False, batch_size=32,
+                max_iters=1200, lr_decay_iters=1200, learning_rate=3e-3, min_lr=3e-4, warmup_iters=50,
+                weight_decay=0.1, eval_interval=400, eval_iters=5, log_interval=50, sample_tokens=0)
 FINETUNE = {**FINETUNE_DEFAULTS, "max_iters": 150, "lr_decay_iters": 150, "learning_rate": 1e-3, "min_lr": 1e-4,
             "warmup_iters": 10, "batch_size": 32, "eval_interval": 50, "eval_iters": 4, "log_interval": 25}
-LORA = dict(lora_rank=4, lora_alpha=8.0)
+LORA = dict(lora_rank=2, lora_alpha=4.0)
 LORA_LEARNING_RATE = 4e-3  # adapters start at zero and are few: they take a larger step
 
 
 def write_data(out_dir, seed):
     """The pretraining text and the fine-tuning / held-out JSONL files; returns their paths."""
     rng = np.random.default_rng(seed)
-    facts = [(a, b) for a in range(N_MAX + 1) for b in range(N_MAX + 1)]
-    order = rng.permutation(len(facts))
-    n_held_out = round(HELD_OUT * len(facts))
-    held_out = [facts[i] for i in order[:n_held_out]]
-    tuning = [facts[i] for i in order[n_held_out:]]
-    # Every fact, in every phrasing, in random order: the held-out facts are read in pretraining too.
-    lines = [phrase.format(a=a, b=b, c=a + b) for a, b in facts for phrase in PHRASES] * 40
-    text = "\n".join(lines[i] for i in rng.permutation(len(lines))) + "\n"
+    words = ["".join(rng.choice(list(LETTERS), 3)) for _ in range(PRETRAIN_LINES)]
+    lines = [PHRASES[rng.integers(len(PHRASES))].format(w=w, r=w[::-1]) for w in words]
+    all_words = [a + b + c for a in LETTERS for b in LETTERS for c in LETTERS]
+    order = rng.permutation(len(all_words))
+    held_out = [all_words[i] for i in order[:N_HELD_OUT]]
+    tuning = [all_words[i] for i in order[N_HELD_OUT : N_HELD_OUT + N_TUNING]]
     paths = {name: os.path.join(out_dir, name) for name in ("pretrain.txt", "tuning.jsonl", "held_out.jsonl")}
     os.makedirs(out_dir, exist_ok=True)
     with open(paths["pretrain.txt"], "w", encoding="utf-8") as f:
-        f.write(text)
-    for name, pairs in (("tuning.jsonl", tuning), ("held_out.jsonl", held_out)):
+        f.write("\n".join(lines) + "\n")
+    for name, chosen in (("tuning.jsonl", tuning), ("held_out.jsonl", held_out)):
         with open(paths[name], "w", encoding="utf-8") as f:
-            for a, b in pairs:
-                f.write(json.dumps({"prompt": QUESTION.format(a=a, b=b), "completion": f" {a + b}"}) + "\n")
+            for w in chosen:
+                f.write(json.dumps({"prompt": QUESTION.format(w=w), "completion": f" {w[::-1]}"}) + "\n")
     return paths, len(tuning), len(held_out)
 
 
@@ -141,8 +143,8 @@ def main():
     args = parser.parse_args()
     paths, n_tuning, n_held_out = write_data(args.out_dir, args.seed)
     progress = Progress()
-    progress.line(f"{(N_MAX + 1) ** 2} facts a + b (a, b <= {N_MAX}) in {len(PHRASES)} phrasings; fine-tuning on "
-                  f"{n_tuning} questions, {n_held_out} held out")
+    progress.line(f"{PRETRAIN_LINES:,} sentences reversing 3-letter words over {LETTERS!r}, in {len(PHRASES)} "
+                  f"phrasings; fine-tuning on {n_tuning} questions, {n_held_out} others held out")
     with StopSignals() as stop:
         progress.line("\n== pretraining on free-form text")
         start = time.perf_counter()
@@ -159,7 +161,7 @@ def main():
                    "lora": run_finetune("lora", base, paths, args.out_dir, progress, stop, args.overwrite, **LORA)}
     total = sum(p.numel() for p in results["full"]["model"].parameters())
     print(f"\npretraining: {pretrain_seconds:.0f} s; held-out exact match over {n_held_out} questions "
-          f"(greedy, answer then end of line):\n")
+          f"(greedy: the answer, then the end of the line):\n")
     print(f"| model | held-out exact match | trainable parameters | optimizer state | fine-tuning time |")
     print(f"|---|---:|---:|---:|---:|")
     print(f"| pretrained only (before) | {before:.1%} | - | - | - |")
@@ -182,8 +184,6 @@ def main():
 
 
 def history_of(result):
-    from tinygrad_gpt.training_state import load_model
-
     return load_model(result["ckpt_last"])[1]["history"]
 
 

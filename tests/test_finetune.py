@@ -333,3 +333,20 @@ def test_finetune_needs_init_from_and_data_and_resume_needs_a_run(tmp_path, caps
     status, _, err = run_main(capsys, "finetune", "--resume", "--out_dir", tmp_path / "o")
     assert status == 2 and "no fine-tuning run" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_export_of_a_lora_fine_tune_writes_the_merged_weights(base_run, tmp_path, capsys):
+    pytest.importorskip("safetensors", reason="export writes model.safetensors")
+    from tinygrad_gpt.pretrained import load_pretrained
+    from tinygrad_gpt.tensor import no_grad
+    from tinygrad_gpt.train import load_model
+
+    assert run_main(capsys, *finetune_args(base_run, tmp_path / "ft", "--max_iters", 2, "--lora_rank", 2))[0] == 0
+    status, _, err = run_main(capsys, "export", "--ckpt", tmp_path / "ft" / "ckpt_last.npz", "--out", tmp_path / "hf")
+    assert status == 0, err
+    adapted = load_model(tmp_path / "ft" / "ckpt_last.npz")[0]
+    exported = load_pretrained(str(tmp_path / "hf"))[0]
+    x = np.random.default_rng(0).integers(0, adapted.config.vocab_size, (2, 16))
+    with no_grad():
+        # float32 logits of O(1): merging reassociates one product per layer, ~1e-7 relative each.
+        np.testing.assert_allclose(exported(x, x)[0].data, adapted(x, x)[0].data, rtol=1e-4, atol=1e-5)

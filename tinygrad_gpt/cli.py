@@ -43,6 +43,7 @@ import numpy as np
 from . import distributed
 from .kernels.tuning import tune_process
 from .finetune import BASE_MODEL_FIELDS, FINETUNE_DEFAULTS, FinetuneConfig, finetune
+from .lora import merge_lora
 from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
@@ -379,7 +380,7 @@ def run_export(args):
 
     model, metadata, _ = load_model(args.ckpt)
     tokenizer = tokenizer_from_dict(metadata["tokenizer"]) if metadata.get("tokenizer") else None
-    files = export_pretrained(model, tokenizer, args.out)
+    files = export_pretrained(merge_lora(model), tokenizer, args.out)  # a LoRA fine-tune is exported merged
     print(f"wrote {args.out}: {', '.join(files)}")
     kind = tokenizer.to_dict()["type"] if tokenizer is not None else None
     if kind == "char":
