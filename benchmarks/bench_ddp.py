@@ -46,8 +46,10 @@ def worker(steps, zero, warmup=3):
 
     from tinygrad_gpt import distributed, rng
     from tinygrad_gpt.gpt import GPT, GPTConfig
+    from tinygrad_gpt.kernels.tuning import tune_process
     from tinygrad_gpt.optim import configure_optimizer
 
+    tune_process()  # the settings the tinygpt command runs with
     world = distributed.init_world()
     comm_seconds = [0.0]
     for name in ("allreduce_sum_", "reduce_scatter_sum", "allgather"):  # time every collective of a step
