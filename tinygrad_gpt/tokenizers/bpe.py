@@ -29,6 +29,7 @@ import regex
 from .bpe_merge import merge_pieces
 from .bpe_train import learn_merges
 from .bytelevel import BYTE_TO_CHAR, BYTES_IN_ID_ORDER, CHAR_TO_BYTE, GPT2_SPLIT
+from .ids import checked_ids
 
 # How many offending ids or tokens an error message lists.
 _MAX_IN_ERROR = 5
@@ -264,19 +265,7 @@ class BPETokenizer:
         Bytes that do not form valid UTF-8 (a token sequence cut inside a character)
         become U+FFFD, as GPT-2 does.
         """
-        ids = np.asarray(ids)
-        if ids.size == 0:
-            return ""
-        if ids.ndim != 1:
-            raise ValueError(f"ids must be 1-D (one sequence), got an array of shape {ids.shape}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"ids must be integers, got an array of dtype {ids.dtype}")
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            shown = sorted({int(i) for i in ids[bad]})[:_MAX_IN_ERROR]
-            raise ValueError(
-                f"ids must lie in [0, {self.vocab_size}) for this vocabulary, got out-of-range id(s) {shown}"
-            )
+        ids = checked_ids(ids, self.vocab_size)  # (N,)
         return b"".join(self._token_bytes[ids]).decode("utf-8", errors="replace")
 
     # ----- encoding, step by step -----

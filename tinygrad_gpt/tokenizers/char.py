@@ -6,6 +6,8 @@ tokenizer that works, and it makes a tiny model's mistakes easy to read.
 
 import numpy as np
 
+from .ids import checked_ids
+
 # How many offending characters an error message shows before saying "and N more".
 _MAX_CHARS_IN_ERROR = 5
 
@@ -99,19 +101,7 @@ class CharTokenizer:
 
     def decode(self, ids):
         """Map token ids (a list or 1-D integer array) back to the string they encode."""
-        ids = np.asarray(ids)
-        if ids.size == 0:
-            return ""
-        if ids.ndim != 1:
-            raise ValueError(f"ids must be 1-D (one sequence), got an array of shape {ids.shape}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"ids must be integers, got an array of dtype {ids.dtype}")
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            shown = sorted({int(i) for i in ids[bad]})[:_MAX_CHARS_IN_ERROR]
-            raise ValueError(
-                f"ids must lie in [0, {self.vocab_size}) for this vocabulary, got out-of-range id(s) {shown}"
-            )
+        ids = checked_ids(ids, self.vocab_size)  # (N,)
         return "".join(self._char_array[ids])
 
     def to_dict(self):
