@@ -27,8 +27,7 @@ import tinygrad_gpt as tg  # noqa: E402
 from tinygrad_gpt.gpt import Block, GPTConfig  # noqa: E402
 from tinygrad_gpt.graph import render, to_dot  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
-from tinygrad_gpt.tokenizers import CharTokenizer, tokenizer_from_dict  # noqa: E402
-from tinygrad_gpt.train import load_model  # noqa: E402
+from tinygrad_gpt.training_state import load_model_and_tokenizer  # noqa: E402
 
 
 def draw_block_graph(path):
@@ -70,11 +69,7 @@ def draw_attention_map(ckpt, prompt, layer, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    model, metadata, _ = load_model(ckpt)
-    if metadata.get("tokenizer"):
-        tokenizer = tokenizer_from_dict(metadata["tokenizer"])
-    else:  # a synthetic task: its tokens are the digits
-        tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+    model, tokenizer, _ = load_model_and_tokenizer(ckpt)
     if not 0 <= layer < model.config.n_layer:
         raise ValueError(f"--layer must be in [0, {model.config.n_layer}) for {ckpt}, got {layer}")
     idx = tokenizer.encode(prompt)[None, -model.config.block_size :]  # (1, T)

@@ -21,6 +21,7 @@ import pytest
 import tinygrad_gpt as tg
 from tinygrad_gpt import cli
 from tinygrad_gpt.checkpoint import save_checkpoint
+from tinygrad_gpt.finetune import SETTINGS_FILE
 from tinygrad_gpt.gpt import GPT, GPTConfig
 from tinygrad_gpt.serve import (DEFAULT_TEMPLATE, CompletionServer, RequestError, TextStream,
                                 load_checkpoint_for_serving, render_chat)
@@ -29,19 +30,21 @@ from tinygrad_gpt.tokenizers import CharTokenizer
 openai = pytest.importorskip("openai", reason="the openai client is an optional test dependency (pip install openai)")
 
 BLOCK_SIZE = 64
-TEMPLATE = "Question: {prompt}\nAnswer:"  # not the default, so the test sees it read from the checkpoint
+TEMPLATE = "Question: {prompt}\nAnswer:"  # not the default, so the test sees it read from the run
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A random GPT over printable ASCII, saved as a fine-tuned checkpoint (with a chat template)."""
+    """A random GPT over printable ASCII, saved as a fine-tuning run saves it: the checkpoint,
+    and beside it the run's finetune.json holding its chat template."""
     tg.manual_seed(0)
     tokenizer = CharTokenizer("".join(sorted(set(string.printable))))
     model = GPT(GPTConfig(block_size=BLOCK_SIZE, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32))
-    path = str(tmp_path_factory.mktemp("serve") / "tiny.npz")
+    run = tmp_path_factory.mktemp("serve")
+    path = str(run / "tiny.npz")
     save_checkpoint(path, {"model/" + k: v for k, v in model.state_dict().items()},
-                    {"model_config": model.config.to_dict(), "tokenizer": tokenizer.to_dict(),
-                     "finetune": {"template": TEMPLATE}})
+                    {"model_config": model.config.to_dict(), "tokenizer": tokenizer.to_dict()})
+    (run / SETTINGS_FILE).write_text(json.dumps({"template": TEMPLATE}), encoding="utf-8")
     return path
 
 

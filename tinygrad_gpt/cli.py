@@ -47,7 +47,7 @@ from .lora import merge_lora
 from .progress import Progress, StopSignals
 from .tokenizers import CharTokenizer, tokenizer_from_dict
 from .train import TrainConfig, TrainingDiverged, TrainingInterrupted, load_config_file, task_accuracy, train
-from .training_state import load_model
+from .training_state import load_model, load_model_and_tokenizer
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -335,12 +335,6 @@ def _check_sample_args(args):
         raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
 
 
-def _checkpoint_tokenizer(model, metadata):
-    if metadata.get("tokenizer"):
-        return tokenizer_from_dict(metadata["tokenizer"])
-    return CharTokenizer("0123456789"[: model.config.vocab_size])  # a synthetic task: digits 0 .. vocab_size-1
-
-
 def _pretrained_pair(directory):
     """(model, tokenizer) of a Hugging Face GPT-2 directory, refusing one without a tokenizer."""
     from .pretrained import load_pretrained  # here: only --init_from needs it (and safetensors)
@@ -356,8 +350,7 @@ def run_sample(args):
     if args.init_from:
         model, tokenizer = _pretrained_pair(args.init_from)
     else:
-        model, metadata, _ = load_model(args.ckpt)
-        tokenizer = _checkpoint_tokenizer(model, metadata)
+        model, tokenizer, _ = load_model_and_tokenizer(args.ckpt)
     chars = getattr(tokenizer, "chars", "\n")  # a BPE tokenizer can write every character
     prompt = args.prompt or ("\n" if "\n" in chars else chars[0])
     try:
@@ -440,11 +433,7 @@ def run_eval(args):
         source = args.init_from
     else:
         source = args.ckpt or "out/ckpt_best.npz"
-        model, metadata, _ = load_model(source)
-        if metadata.get("tokenizer"):
-            tokenizer = tokenizer_from_dict(metadata["tokenizer"])
-        else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1
-            tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+        model, tokenizer, _ = load_model_and_tokenizer(source)
     if tokenizer is None:
         raise ValueError(f"{source} has no tokenizer, so its model cannot read task text")
     results = evaluate(model, tokenizer, tasks, args.num_fewshot, args.limit, args.seed, progress=ProgressLine())

@@ -24,9 +24,9 @@ How it is built, and why:
   client that hangs up (a write fails) cancels the request, and the model
   thread closes its generator, which frees its KV cache.
 
-Chat messages are rendered with the fine-tuning template of the checkpoint,
-`metadata["finetune"]["template"]` (default `DEFAULT_TEMPLATE`): see
-`render_chat`. Errors are OpenAI's JSON, `{"error": {"message", "type",
+Chat messages are rendered with the template of the fine-tuning run that
+wrote the checkpoint (its `finetune.json`; otherwise finetune's
+`DEFAULT_TEMPLATE`): see `render_chat`. Errors are OpenAI's JSON, `{"error": {"message", "type",
 "param", "code"}}`, with a 4xx status; each request logs one line.
 """
 
@@ -35,6 +35,7 @@ import http.server
 import importlib.resources
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -43,7 +44,8 @@ import uuid
 
 import numpy as np
 
-DEFAULT_TEMPLATE = "Q: {prompt}\nA:"
+from .finetune import DEFAULT_TEMPLATE, SETTINGS_FILE
+
 MAX_BODY_BYTES = 1 << 20  # a request body above this gets a 413 before it is read
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 SECONDS_BEFORE_A_SILENT_CLIENT_IS_DROPPED = 60
@@ -627,15 +629,20 @@ class CompletionServer(http.server.ThreadingHTTPServer):
 
 
 def load_checkpoint_for_serving(path):
-    """(model, tokenizer, chat template) of a checkpoint written by `tinygpt train` or fine-tuning."""
-    from .tokenizers import CharTokenizer, tokenizer_from_dict
-    from .train import load_model
+    """(model, tokenizer, chat template) of a checkpoint written by `tinygpt train` or `tinygpt finetune`.
 
-    model, metadata, _ = load_model(path)
-    if metadata.get("tokenizer"):
-        tokenizer = tokenizer_from_dict(metadata["tokenizer"])
-    else:  # a synthetic task: its tokens are the digits 0 .. vocab_size-1 (as `tinygpt sample`)
-        tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
-    finetune = metadata.get("finetune")
-    template = finetune.get("template", DEFAULT_TEMPLATE) if isinstance(finetune, dict) else DEFAULT_TEMPLATE
+    The template is the one a fine-tuning run used, read from the `finetune.json` it
+    keeps beside its checkpoints; any other model gets the default.
+    """
+    from .training_state import load_model_and_tokenizer
+
+    model, tokenizer, _ = load_model_and_tokenizer(path)
+    template = DEFAULT_TEMPLATE
+    settings = os.path.join(os.path.dirname(os.path.abspath(path)), SETTINGS_FILE)
+    if os.path.exists(settings):
+        try:
+            with open(settings, encoding="utf-8") as f:
+                template = json.load(f).get("template", DEFAULT_TEMPLATE)
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(f"{settings} beside {path} cannot be read for its chat template ({error})") from None
     return model, tokenizer, template

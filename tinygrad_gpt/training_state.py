@@ -27,7 +27,7 @@ from . import rng
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .gpt import GPT, GPTConfig
 from .lora import apply_lora, lora_config
-from .tokenizers import tokenizer_from_dict
+from .tokenizers import CharTokenizer, tokenizer_from_dict
 
 # What `train` writes besides the model config, and needs to resume.
 TRAINING_STATE = ("train_config", "tokenizer", "iter_num", "best_val_loss", "rng_state", "data_rng_state", "history")
@@ -75,6 +75,17 @@ def load_model(path):
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} does not match its model config: {error}") from None
     return model, metadata, arrays
+
+
+def load_model_and_tokenizer(path):
+    """(model, tokenizer, metadata) of a checkpoint: the tokenizer it stores, or for a
+    synthetic task's model (which stores none) the digits 0 .. vocab_size-1 it reads."""
+    model, metadata, _ = load_model(path)
+    if metadata.get("tokenizer"):
+        tokenizer = tokenizer_from_dict(metadata["tokenizer"])
+    else:
+        tokenizer = CharTokenizer("0123456789"[: model.config.vocab_size])
+    return model, tokenizer, metadata
 
 
 def load_training_state(path):
