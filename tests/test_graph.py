@@ -21,7 +21,7 @@ def test_to_dot_has_one_node_per_op_and_the_forward_edges():
     x, w, loss = _small_graph()
     dot = to_dot(loss, params={"weight": w})
     ops = re.findall(r'label="([A-Za-z]+)"\];', dot)
-    assert sorted(ops) == ["MatMul", "Sum", "Tanh"]
+    assert sorted(ops) == ["MatMulOp", "SumOp", "TanhOp"]
     assert 'label="weight\\n(3, 4)"' in dot  # the parameter is named
     assert 'label="input (2, 3)\\nfloat64"' in dot  # the data leaf is marked as input
     # 3 ops: MatMul has 2 inputs + 1 output, Tanh and Sum 1 + 1 each.
