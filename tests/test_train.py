@@ -353,3 +353,18 @@ def test_a_caller_may_supply_the_batches_model_and_optimizer(tmp_path):
     after = dict(model.named_parameters())
     assert np.array_equal(after["transformer.wpe.weight"].data, before["transformer.wpe.weight"])  # not trained
     assert not np.array_equal(after["transformer.h.0.mlp.c_fc.weight"].data, before["transformer.h.0.mlp.c_fc.weight"])
+
+
+def test_a_checkpoint_from_before_a_model_field_existed_resumes_with_its_default(tmp_path):
+    # gelu_approximate joined GPTConfig after checkpoints were written without it: such a
+    # checkpoint describes a model with the field's default ("none"), and must resume.
+    from tinygrad_gpt.checkpoint import save_checkpoint
+
+    config = tiny_config(tmp_path, max_iters=2, eval_interval=2)
+    train(config, progress=quiet())
+    last = str(tmp_path / "out" / "ckpt_last.npz")
+    arrays, metadata = load_checkpoint(last)
+    del metadata["model_config"]["gelu_approximate"], metadata["train_config"]["gelu_approximate"]
+    save_checkpoint(last, arrays, metadata)
+    result = train(dataclasses.replace(config, max_iters=4), resume=True, explicit=("max_iters",), progress=quiet())
+    assert result["iter_num"] == 4 and result["model"].config.gelu_approximate == "none"

@@ -472,11 +472,11 @@ def _check_resumed_data(path, metadata, config):
 
 def _check_resume(path, metadata, config, model_config):
     """The model being resumed must be the checkpoint's, and not already past max_iters."""
-    saved_model = metadata["model_config"]
+    saved_model = GPTConfig.from_dict(metadata["model_config"]).to_dict()  # fields added since: their defaults
     for name, value in model_config.to_dict().items():
-        if saved_model.get(name) != value:
+        if saved_model[name] != value:
             raise ValueError(
-                f"cannot resume: {name} is {value!r} but checkpoint {path} was trained with {saved_model.get(name)!r}"
+                f"cannot resume: {name} is {value!r} but checkpoint {path} was trained with {saved_model[name]!r}"
             )
     if metadata["iter_num"] > config.max_iters:
         raise ValueError(
