@@ -102,7 +102,7 @@ def run_finetune(name, base_ckpt, paths, out_dir, progress, stop, overwrite, **l
     settings = FinetuneConfig(init_from=base_ckpt, data=paths["tuning.jsonl"], val_data=paths["held_out.jsonl"],
                               eval_examples=10_000, **lora)
     rate = {"learning_rate": LORA_LEARNING_RATE, "min_lr": LORA_LEARNING_RATE / 10} if lora else {}
-    config = TrainConfig(**{**FINETUNE, **rate}, out_dir=os.path.join(out_dir, name))
+    config = TrainConfig(**{**FINETUNE, **rate, "out_dir": os.path.join(out_dir, name)})
     progress.line(f"\n== fine-tuning: {name}")
     start = time.perf_counter()
     result = finetune(settings, config, overwrite=overwrite, progress=progress, stop=stop)
@@ -140,6 +140,8 @@ def main():
     parser.add_argument("--out_dir", default="out-post-training")
     parser.add_argument("--overwrite", action="store_true", help="replace the checkpoints already in --out_dir")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--reuse_base", action="store_true",
+                        help="take the finished pretraining run in OUT_DIR/base instead of pretraining again")
     args = parser.parse_args()
     paths, n_tuning, n_held_out = write_data(args.out_dir, args.seed)
     progress = Progress()
@@ -148,8 +150,10 @@ def main():
     with StopSignals() as stop:
         progress.line("\n== pretraining on free-form text")
         start = time.perf_counter()
-        pretrained = train(TrainConfig(**PRETRAIN, data=paths["pretrain.txt"], out_dir=os.path.join(args.out_dir, "base"),
-                                       seed=args.seed), overwrite=args.overwrite, progress=progress, stop=stop)
+        base_config = TrainConfig(**PRETRAIN, data=paths["pretrain.txt"], out_dir=os.path.join(args.out_dir, "base"),
+                                  seed=args.seed)
+        pretrained = train(base_config, resume=args.reuse_base, overwrite=args.overwrite and not args.reuse_base,
+                           progress=progress, stop=stop)
         pretrain_seconds = time.perf_counter() - start
         model, tokenizer = pretrained["model"], pretrained["batches"].tokenizer
         before, shown = before_fine_tuning(model, tokenizer, paths, model.config.block_size)

@@ -328,10 +328,12 @@ _REQUIRED = {"init_from": "the checkpoint or Hugging Face directory to start fro
              "data": "a JSONL file of prompt/completion pairs"}
 
 # Fine-tuning moves a trained model a little: fewer steps, a smaller rate, little decay.
-FINETUNE_DEFAULTS = dict(out_dir="out-finetune", max_iters=300, lr_decay_iters=300, learning_rate=3e-4, min_lr=3e-5, warmup_iters=20,
-                         weight_decay=0.0, batch_size=16, eval_interval=100, eval_iters=10, log_interval=10,
-                         sample_tokens=0)
+FINETUNE_DEFAULTS = dict(out_dir="out-finetune", max_iters=300, lr_decay_iters=300, learning_rate=3e-4, min_lr=3e-5,
+                         warmup_iters=20, weight_decay=0.0, batch_size=16, eval_interval=100, eval_iters=10,
+                         log_interval=10, sample_tokens=0)
 SETTINGS_FILE = "finetune.json"
+# The model settings of a TrainConfig, which fine-tuning takes from the base model.
+BASE_MODEL_FIELDS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]
 
 
 def load_base(init_from):
@@ -433,9 +435,6 @@ def finetune(settings, train_config, resume=False, explicit=(), overwrite=False,
             result["merged"] = os.path.join(out_dir, "ckpt_merged.npz")
             save_model(result["merged"], merge_lora(model), tokenizer)
     return result
-
-
-BASE_MODEL_FIELDS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"]
 
 
 def save_model(path, model, tokenizer):
