@@ -87,6 +87,15 @@ def _add_option(parser, name, **kwargs):
     parser.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, **kwargs)
 
 
+def _add_model_source(parser):
+    """--ckpt CKPT or --init_from HF_DIR, one of the two: the model a command works with."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
+    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
+                        help="a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files) "
+                             "instead of a checkpoint")
+
+
 def build_parser():
     # allow_abbrev=False: a misspelt flag is an error, not silently taken for a longer one.
     parser = _ArgumentParser(prog="tinygpt", allow_abbrev=False,
@@ -144,10 +153,7 @@ def build_parser():
                                     "and vocab.json + merges.txt for a BPE tokenizer")
     serve_parser = commands.add_parser("serve", allow_abbrev=False,
                                        help="serve a model: OpenAI-compatible completions API and a page at /")
-    source = serve_parser.add_mutually_exclusive_group()
-    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
-    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
-                        help="a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files)")
+    _add_model_source(serve_parser)
     serve_parser.add_argument("--host", default="127.0.0.1",
                               help="address to listen on; anything but 127.0.0.1 is reachable by others "
                                    "and has no authentication (default: 127.0.0.1)")
@@ -156,10 +162,7 @@ def build_parser():
 
     eval_parser = commands.add_parser("eval", allow_abbrev=False,
                                       help="score a model on tasks (multiple choice, exact match, perplexity)")
-    source = eval_parser.add_mutually_exclusive_group()
-    source.add_argument("--ckpt", help="checkpoint file (default: out/ckpt_best.npz)")
-    source.add_argument("--init_from", "--init-from", dest="init_from", metavar="HF_DIR",
-                        help="a Hugging Face GPT-2 directory instead of a checkpoint")
+    _add_model_source(eval_parser)
     eval_parser.add_argument("--task", action="append", required=True, metavar="NAME_OR_FILE",
                              help="nextline[:FILE], adder, sorter, perplexity[:FILE], or a task .jsonl file "
                                   "(repeat for several)")
