@@ -29,6 +29,7 @@ from tinygrad_gpt import manual_seed  # noqa: E402
 from tinygrad_gpt.evaluate import Evaluator  # noqa: E402
 from tinygrad_gpt.gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 CONFIGS = {
     # name: (model config, context tokens)
@@ -84,6 +85,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--questions", type=int, default=20)
     args = parser.parse_args()
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
           f"NumPy {np.__version__}, Numba {numba.__version__}")
     print(f"{args.questions} questions of {N_CHOICES} choices (6-16 tokens each) per round, {args.rounds} rounds, "

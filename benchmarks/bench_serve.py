@@ -41,6 +41,7 @@ import tinygrad_gpt as tg  # noqa: E402
 from tinygrad_gpt.checkpoint import save_checkpoint  # noqa: E402
 from tinygrad_gpt.gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.tokenizers import CharTokenizer  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 PROMPT = "def main(args):\n"  # 16 characters
 NEW_TOKENS = 48
@@ -138,6 +139,7 @@ def main():
     parser.add_argument("--requests", type=int, default=8, help="requests per measurement (8 clients: each sends "
                                                                  "this many divided by 8, at least 2)")
     args = parser.parse_args()
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
           f"NumPy {np.__version__}, Numba {numba.__version__} (shared with other jobs: figures are noisy)")
     print(f"baby GPT (4 layers, 4 heads, 128 embd, block 64), {len(PROMPT)}-char prompt + {NEW_TOKENS} greedy tokens")

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from tinygrad_gpt.tokenizers import BPETokenizer  # noqa: E402
 from tinygrad_gpt.tokenizers.bytelevel import GPT2_SPLIT_PATTERN  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 
 def find_shared_data():
@@ -146,6 +147,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="encoding rounds (training runs min(rounds, 3))")
     parser.add_argument("--vocab_size", type=int, default=4096, help="size of the trained vocabulary")
     args = parser.parse_args()
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}")
     print(

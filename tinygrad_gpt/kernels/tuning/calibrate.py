@@ -63,15 +63,20 @@ def cache_directory():
 
 
 def cpu_model():
-    """The CPU's model name as the OS reports it ("AMD EPYC 9B45"), or platform.processor()."""
+    """The CPU's model as the OS reports it, with family and model numbers ("AMD EPYC (family 25, model 17)")."""
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                name, _, value = line.partition(":")
+                if not name.strip():
+                    break  # the end of the first processor's block
+                fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def blas_version():
