@@ -63,7 +63,7 @@ def dispatch_source():
     if not dispatch.calibration_enabled():
         return "the fixed rule (TINYGPT_CALIBRATE=0)"
     path = os.path.join(cache_directory(), CACHE_FILE)
-    entry = calibrate._read_cache(path, calibrate.machine_key())
+    entry = calibrate.read_cache(path, calibrate.machine_key())
     if entry is None:
         return "calibration (none cached yet: measured at the first product)"
     chosen = ", ".join(f"{name} {'numba' if numba else 'blas'}" for name, numba in entry["paths"].items())

@@ -140,7 +140,7 @@ def measure(classes=PRODUCT_CLASSES, rounds=ROUNDS):
         b = rng.standard_normal(b_shape, dtype=np.float32) * np.float32(0.1)  # b_shape
 
         def step_piece():
-            gelu.gelu_forward(gemm.matmul(a, b))  # np.broadcast_shapes(...) + (M, N)
+            gelu.gelu_forward(gemm.matmul(a, b))  # (..., M, N): the product, then a Numba kernel on it
 
         rounds_of = {"numba": [], "blas": []}
         for _ in range(rounds):
@@ -151,7 +151,7 @@ def measure(classes=PRODUCT_CLASSES, rounds=ROUNDS):
     return timings
 
 
-def _read_cache(path, key):
+def read_cache(path, key):
     """The cached entry for `key` from the JSON file at path, or None if missing, unreadable or for another key."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -186,7 +186,7 @@ def calibrate(directory=None, force=False, progress=sys.stderr):
     """
     path = os.path.join(directory or cache_directory(), CACHE_FILE)
     key = machine_key()
-    entry = None if force else _read_cache(path, key)
+    entry = None if force else read_cache(path, key)
     if entry is not None:
         entry["file"] = path
         return entry
