@@ -143,8 +143,8 @@ def measure(classes=PRODUCT_CLASSES, rounds=ROUNDS):
             gelu.gelu_forward(gemm.matmul(a, b))  # (..., M, N): the product, then a Numba kernel on it
 
         rounds_of = {"numba": [], "blas": []}
-        for _ in range(rounds):
-            for path in ("numba", "blas"):
+        for round_number in range(rounds):
+            for path in ("numba", "blas") if round_number % 2 == 0 else ("blas", "numba"):  # neither always first
                 with dispatch.forced_path(path):
                     rounds_of[path].append(_sequence_seconds(step_piece))
         timings[name] = {path: statistics.median(seconds) for path, seconds in rounds_of.items()}
