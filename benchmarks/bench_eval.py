@@ -13,14 +13,11 @@ as ratios to the per-choice baseline measured in the same round.
 """
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +26,7 @@ from tinygrad_gpt import manual_seed  # noqa: E402
 from tinygrad_gpt.evaluate import Evaluator  # noqa: E402
 from tinygrad_gpt.gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 CONFIGS = {
     # name: (model config, context tokens)
@@ -71,21 +69,12 @@ def batched_from_scratch(evaluator, context, choices):
         return evaluator._all_logits(batch)
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--questions", type=int, default=20)
     args = parser.parse_args()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}, Numba {numba.__version__}")
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     print(f"{args.questions} questions of {N_CHOICES} choices (6-16 tokens each) per round, {args.rounds} rounds, "
           f"float32\n")
     print("| model | context | per choice from scratch (ms/question) | batched from scratch | cached context | "

@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024)
@@ -157,6 +158,7 @@ def main():
             tokens_per_s = transformers_child(args.task, args.reps, args.torch_threads)
         print(json.dumps({"tokens_per_s": tokens_per_s, "peak_mib": peak_rss_mib()}))
         return
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     header(args.torch_threads)
     try:
         import transformers  # noqa: F401

@@ -58,6 +58,7 @@ import tinygrad_gpt  # noqa: E402
 from tinygrad_gpt.kernels import fast as K  # noqa: E402
 from tinygrad_gpt.kernels import reference as R  # noqa: E402
 from tinygrad_gpt.kernels.tuning.target import TILE_SHAPES, vector_isa  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 CONFIGS = {
     "baby": dict(B=12, T=64, C=128, nh=4, V=65),
@@ -387,6 +388,7 @@ def main():
     if args.block:
         print(transformer_block_seconds(args.block[0], args.block[1], int(args.block[2])))
         return
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     repeats = 4 if args.quick else 10
     started = time.perf_counter()
     print(machine_description())

@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import statistics
 import string
 import subprocess
@@ -31,27 +30,18 @@ import tempfile
 import threading
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numba  # noqa: E402
 
 import tinygrad_gpt as tg  # noqa: E402
 from tinygrad_gpt.checkpoint import save_checkpoint  # noqa: E402
 from tinygrad_gpt.gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.tokenizers import CharTokenizer  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 PROMPT = "def main(args):\n"  # 16 characters
 NEW_TOKENS = 48
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def baby_checkpoint(directory):
@@ -138,8 +128,7 @@ def main():
     parser.add_argument("--requests", type=int, default=8, help="requests per measurement (8 clients: each sends "
                                                                  "this many divided by 8, at least 2)")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}, Numba {numba.__version__} (shared with other jobs: figures are noisy)")
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     print(f"baby GPT (4 layers, 4 heads, 128 embd, block 64), {len(PROMPT)}-char prompt + {NEW_TOKENS} greedy tokens")
     with tempfile.TemporaryDirectory() as directory:
         checkpoint, model, tokenizer = baby_checkpoint(directory)

@@ -30,6 +30,7 @@ from tinygrad_gpt.data import TextDataset, load_text  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
 from tinygrad_gpt.progress import Progress  # noqa: E402
 from tinygrad_gpt.train import TrainConfig, train  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 try:
     import torch
@@ -114,6 +115,7 @@ def main():
     parser.add_argument("--out_dir", default="out-bench-shakespeare")
     parser.add_argument("--ours-only", action="store_true")
     args = parser.parse_args()
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     if torch is not None:
         torch.set_num_threads(os.cpu_count())
     print("| seed | framework | wall s | val loss (20-batch estimate) | val loss (whole split) |")

@@ -15,8 +15,6 @@ a check that both sides produced the same tokens or merges.
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,19 +27,12 @@ sys.path.insert(0, str(REPO))
 
 from tinygrad_gpt.tokenizers import BPETokenizer  # noqa: E402
 from tinygrad_gpt.tokenizers.bytelevel import GPT2_SPLIT_PATTERN  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 
 def find_shared_data():
     """``shared/data`` beside the repository or beside a folder above it (a worktree sits deeper)."""
     return next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()), None)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def version_of(module_name):
@@ -146,8 +137,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="encoding rounds (training runs min(rounds, 3))")
     parser.add_argument("--vocab_size", type=int, default=4096, help="size of the trained vocabulary")
     args = parser.parse_args()
-
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}")
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     print(
         "versions: " + ", ".join(f"{name} {version_of(name)}" for name in ("numpy", "regex", "tiktoken", "tokenizers"))
     )

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import tinygrad_gpt as tg  # noqa: E402
 from tinygrad_gpt.gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import configure_optimizer  # noqa: E402
+from machine import print_header  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 torch = None  # imported by load_torch(), so our memory child never loads PyTorch's libraries
 
@@ -227,6 +228,7 @@ def main():
             load_torch()
         memory_child(args.memory_child, args.steps)
         return
+    print_header()  # machine.py: CPU, vector ISA, cores, library versions
     if load_torch() is not None:
         torch.set_num_threads(os.cpu_count())
     steps = 8 if args.quick else args.steps

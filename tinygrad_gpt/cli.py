@@ -215,6 +215,11 @@ def build_parser():
         kind = _bool if isinstance(default, bool) else type(default)
         _add_option(finetune_parser, f.name, type=kind, metavar=f.name.upper(),
                     help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
+    tune_parser = commands.add_parser("tune", allow_abbrev=False,
+                                      help="time the matmul paths on this CPU again and cache which one wins")
+    tune_parser.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
+                             help="where to keep the calibration (default: $XDG_CACHE_HOME/tinygrad_gpt "
+                                  "or ~/.cache/tinygrad_gpt)")
     commands.metavar = "{" + ",".join(commands.choices) + "}"  # every command, in the order added
     return parser
 
@@ -447,9 +452,26 @@ def run_eval(args):
     return 0
 
 
+def run_tune(args):
+    """Measure which matmul path wins each class of products here, cache it, and print the table."""
+    from .kernels import ENV_VARIABLE
+    from .kernels.tuning import calibrate, dispatch
+
+    if os.environ.get(ENV_VARIABLE, "fast") == "reference":
+        raise ValueError(f"{ENV_VARIABLE}=reference: the plain-NumPy kernels have no paths to tune; unset it")
+    entry = calibrate.calibrate(directory=args.cache_dir, force=True)
+    dispatch.set_calibration(entry["paths"])
+    print(f"{'products':14s} {'numba ms':>9s} {'blas ms':>9s}  path   (each: the product, then a Numba GELU)")
+    for name, seconds in entry["timings"].items():
+        path = "numba" if entry["paths"][name] else "blas"
+        print(f"{name:14s} {seconds['numba'] * 1e3:9.3f} {seconds['blas'] * 1e3:9.3f}  {path}")
+    print(f"cache: {entry['file'] or 'not written (directory not writable); used for this process only'}")
+    return 0
+
+
 # What each subcommand runs; `main` dispatches on the name argparse parsed.
 COMMANDS = {"train": run_train, "sample": run_sample, "export": run_export, "serve": run_serve, "eval": run_eval,
-            "finetune": run_finetune}
+            "finetune": run_finetune, "tune": run_tune}
 
 
 def main(argv=None):

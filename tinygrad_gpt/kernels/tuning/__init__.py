@@ -10,6 +10,7 @@ fast on a given machine is here, for whoever goes looking:
 | threads.py   | how idle OpenMP threads wait; when a kernel call is worth a second thread |
 | target.py    | what CPU Numba compiles for, the GEMM tile that fits it, the SLP vectorizer |
 | dispatch.py  | which products run on the handwritten GEMM and which on BLAS              |
+| calibrate.py | timing both paths on this machine, per class of products, and caching it  |
 | stack.py     | a Numba intrinsic for arrays on the stack (the GEMM tile in registers)    |
 | aligned.py   | arrays that start on a 64-byte cache line                                 |
 

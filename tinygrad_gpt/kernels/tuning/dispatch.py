@@ -1,12 +1,18 @@
-"""The matmul dispatch rule: which products run on the handwritten Numba GEMM, which on BLAS.
+"""The matmul dispatch: which products run on the handwritten Numba GEMM, which on BLAS.
 
-`kernels.gemm.matmul` asks `uses_numba_gemm` on every call; the measurements behind
-the rule are in its docstring. TINYGPT_MATMUL=blas or =numba in the environment
-overrides it.
+`kernels.gemm.matmul` asks `uses_numba_gemm` on every call. In order, the answer comes from:
+
+1. TINYGPT_MATMUL=blas or =numba in the environment, for every product;
+2. the calibration of this machine (calibrate.py): both paths timed here, per class of
+   products (`product_class`), at the first product of a process, and cached;
+3. with TINYGPT_CALIBRATE=0, the fixed rule `fixed_rule` below, whose docstring has the
+   measurements it was built from (an AMD EPYC with AVX-512).
 """
 
+import contextlib
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -19,8 +25,75 @@ BATCH_MIN_WORK = 2**22  # multiply-adds of a whole batch of small matrices from 
 RULE_MEASURED = vector_isa() in ("avx512", "avx2")  # instruction sets the rule was measured on; elsewhere BLAS
 
 
+_forced = None  # "numba" or "blas" while `forced_path` is active (the calibration's own timings)
+_calibrated_paths = None  # {class: uses Numba?} once this process has its calibration
+
+
+def product_class(a_shape, b_shape):
+    """The calibration class of a product of 2-D or batched matrices (calibrate.PRODUCT_CLASSES).
+
+    The lines between classes are those of `fixed_rule`: above BLAS_SINGLE_THREAD_WORK
+    multiply-adds per matrix (or BATCH_MIN_WORK for a whole batch) OpenBLAS would wake its threads.
+    """
+    M, K = a_shape[-2:]
+    N = b_shape[-1]
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return "linear_large" if M * N * K > BLAS_SINGLE_THREAD_WORK else "linear_small"
+    batch = math.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    large = M * N * K > BLAS_SINGLE_THREAD_WORK or batch * M * N * K >= BATCH_MIN_WORK
+    return "batched_large" if large else "batched_small"
+
+
+@contextlib.contextmanager
+def forced_path(path):
+    """Within the block, every product runs on `path` ("numba" or "blas"), as TINYGPT_MATMUL would make it."""
+    global _forced
+    previous, _forced = _forced, path
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def calibration_enabled():
+    """False when TINYGPT_CALIBRATE=0 (or "false", "no", "off") is set: then `fixed_rule` decides."""
+    return os.environ.get("TINYGPT_CALIBRATE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def set_calibration(paths):
+    """Use {class: uses Numba?} for the rest of the process (`tinygpt tune` after measuring; None: calibrate again)."""
+    global _calibrated_paths
+    _calibrated_paths = paths
+
+
+def _calibrated_path(a_shape, b_shape):
+    """True/False from this machine's calibration (measuring it at the first call of the process)."""
+    if _calibrated_paths is None:
+        from .calibrate import calibrate
+
+        set_calibration(calibrate(progress=sys.stderr)["paths"])
+    return _calibrated_paths[product_class(a_shape, b_shape)]
+
+
 def uses_numba_gemm(a_shape, b_shape):
-    """The dispatch rule of `matmul`: True when the handwritten Numba GEMM runs, False for NumPy's BLAS.
+    """True when `matmul` runs the product on the handwritten Numba GEMM, False for NumPy's BLAS.
+
+    TINYGPT_MATMUL=numba|blas first, then this machine's calibration, or `fixed_rule`
+    when TINYGPT_CALIBRATE=0 (see the module docstring). Products of a 1-D operand
+    always go to BLAS.
+    """
+    if len(a_shape) < 2 or len(b_shape) < 2:
+        return False
+    mode = _forced or os.environ.get("TINYGPT_MATMUL")
+    if mode in ("numba", "blas"):
+        return mode == "numba"
+    if calibration_enabled():
+        return _calibrated_path(a_shape, b_shape)
+    return fixed_rule(a_shape, b_shape)
+
+
+def fixed_rule(a_shape, b_shape):
+    """The rule used without calibration: True for the Numba GEMM, False for NumPy's BLAS.
 
     Rule: on a CPU for which Numba generates AVX-512 or AVX2 code, the Numba GEMM for
     every product whose matrices have M * N * K above BLAS_SINGLE_THREAD_WORK = 2^18
@@ -30,9 +103,13 @@ def uses_numba_gemm(a_shape, b_shape):
     OpenBLAS runs on the calling thread (decoding with the KV cache, tiny models). On
     any other CPU (ARM, where the tile was never measured), BLAS for every product.
     The rule ignores the dtype: in float64, which only the gradient checks use, the
-    AVX-512 tile fills all 32 registers and the two paths measured about even. The
-    environment variable TINYGPT_MATMUL overrides the rule: "blas" for BLAS
-    everywhere, "numba" for the Numba GEMM on every product of 2-D or batched matrices.
+    AVX-512 tile fills all 32 registers and the two paths measured about even. Both
+    operands must be at least 2-D (`uses_numba_gemm` checks).
+
+    Why a rule of instruction sets is not enough (issue 15): on an Intel Xeon with
+    AVX-512 and 2 vCPUs the same rule sent the linear products to a GEMM reaching
+    100-140 GFLOP/s against np.matmul's 200-290, and steps ran at 0.38-0.50x PyTorch's.
+    Hence the calibration, which measures instead of assuming.
 
     Why, measured on the reference machine (a 2-vCPU virtual machine, OpenBLAS 0.3.31,
     float32):
@@ -66,11 +143,6 @@ def uses_numba_gemm(a_shape, b_shape):
       instead of 0.1-4 ms) while the Numba kernels slow down about twice: another reason
       to keep the large products off BLAS.
     """
-    if len(a_shape) < 2 or len(b_shape) < 2:
-        return False
-    mode = os.environ.get("TINYGPT_MATMUL")
-    if mode in ("numba", "blas"):
-        return mode == "numba"
     if not RULE_MEASURED:
         return False
     M, K = a_shape[-2:]
